@@ -1,0 +1,1 @@
+"""The collector: a sidecar proxy that captures every inference into the store."""

@@ -1,0 +1,5 @@
+import sys
+
+from driftwarden.cli import main
+
+sys.exit(main())

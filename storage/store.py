@@ -1,0 +1,169 @@
+"""Opening a store: the embedded ClickHouse engine (chdb) or a ClickHouse server.
+
+Both are reached through the same ``clickhouse-connect`` client, so every query
+in driftwarden runs unchanged on either.
+
+Thread safety: the returned client may be shared between threads; the embedded
+engine serialises its own work. One process can hold one embedded directory at
+a time (a ClickHouse restriction), and a directory can be held by one process.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import threading
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from storage.errors import StoreError
+from storage.url import StoreURL, parse, resolve
+
+_open_lock = threading.Lock()
+_embedded_path: str | None = None  # the directory this process's engine is bound to
+
+
+def connect(url: str | None = None, *, create_database: bool = False, settings: dict[str, Any] | None = None) -> Client:
+    """Return a ``clickhouse-connect`` client for the store at ``url``.
+
+    ``url`` defaults to ``$DRIFTWARDEN_STORE`` and then ``chdb://driftwarden-data``.
+    With ``create_database`` the URL's database is created when missing
+    (``driftwarden migrate`` does this); otherwise a missing one is an error.
+    """
+    target = parse(resolve(url))
+    if target.embedded:
+        return _connect_embedded(target, create_database, settings or {})
+    return _connect_server(target, create_database, settings or {})
+
+
+def _connect_embedded(target: StoreURL, create_database: bool, settings: dict[str, Any]) -> Client:
+    global _embedded_path
+    path = os.path.realpath(target.path or "")
+    with _open_lock:
+        if _embedded_path is not None and _embedded_path != path:
+            raise StoreError(
+                f"this process already has the embedded store {_embedded_path} open and ClickHouse "
+                f"binds one embedded store to a process; cannot also open {path}"
+            )
+        if _embedded_path is None:
+            _make_directory(path)
+            _refuse_if_held(path)
+        try:
+            client = clickhouse_connect.get_client(interface="chdb", path=path, settings=settings)
+        except Exception as exc:  # chdb reports a held directory as "Error initializing EmbeddedServer"
+            _refuse_if_held(path)
+            raise StoreError(f"cannot open the embedded store at {path}: {_first_line(exc)}") from exc
+        _embedded_path = path
+    return _select_database(client, target, create_database, lambda: _reopen_embedded(path, target, settings))
+
+
+def _reopen_embedded(path: str, target: StoreURL, settings: dict[str, Any]) -> Client:
+    return clickhouse_connect.get_client(interface="chdb", path=path, database=target.database, settings=settings)
+
+
+def _make_directory(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the embedded store directory {path}: {exc.strerror}") from exc
+    if not os.access(path, os.W_OK):
+        raise StoreError(f"the embedded store directory {path} is not writable by this user")
+
+
+def _refuse_if_held(path: str) -> None:
+    """Raise a plain message when another process holds the directory's ClickHouse lock."""
+    status = os.path.join(path, "status")
+    try:
+        fd = os.open(status, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        holder = _holder_pid(status)
+        raise StoreError(
+            f"the embedded store {path} is in use by another process{holder}: ClickHouse lets one "
+            "process open an embedded store at a time. Stop that process, send data to it through "
+            "its ingest endpoint (--hub URL), or use a ClickHouse server (--store http://...)"
+        ) from None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _holder_pid(status: str) -> str:
+    try:
+        with open(status, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("PID:"):
+                    return f" (pid {line.split(':', 1)[1].strip()})"
+    except OSError:
+        pass
+    return ""
+
+
+def _connect_server(target: StoreURL, create_database: bool, settings: dict[str, Any]) -> Client:
+    def open_client(database: str) -> Client:
+        try:
+            return clickhouse_connect.get_client(
+                host=target.host,
+                port=target.port,
+                username=target.username,
+                password=target.password,
+                database=database,
+                secure=target.scheme == "https",
+                connect_timeout=5,
+                send_receive_timeout=300,
+                settings=settings,
+            )
+        except ClickHouseError as exc:
+            raise StoreError(_server_message(target, exc)) from exc
+
+    client = open_client("default")
+    return _select_database(client, target, create_database, lambda: open_client(target.database))
+
+
+def _select_database(client: Client, target: StoreURL, create_database: bool, reopen) -> Client:
+    if target.database == "default":
+        return client
+    if create_database:
+        client.command(f"CREATE DATABASE IF NOT EXISTS `{target.database}`")
+    elif not client.query(
+        "SELECT count() FROM system.databases WHERE name = {db:String}", parameters={"db": target.database}
+    ).result_rows[0][0]:
+        raise StoreError(
+            f"database {target.database!r} does not exist in the store {target.redacted()}; "
+            "run `driftwarden migrate` to create it"
+        )
+    return reopen()
+
+
+def _server_message(target: StoreURL, exc: Exception) -> str:
+    text = str(exc)
+    where = f"{target.host}:{target.port}"
+    if "AUTHENTICATION_FAILED" in text or "Authentication failed" in text or "(516)" in text:
+        return (
+            f"ClickHouse server at {where} refused user {target.username!r}: "
+            "check the user and password in the store URL"
+        )
+    return (
+        f"cannot reach a ClickHouse server at {target.scheme}://{where} ({_first_line(exc)}); "
+        "check the host and port in the store URL and that the server is running"
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def describe(url: str | None = None) -> str:
+    """The store URL that ``connect(url)`` would open, safe to print."""
+    return parse(resolve(url)).redacted()
