@@ -6,8 +6,9 @@ STAMPS := .stamps
 
 .PHONY: demo test install lint format bench clean
 
+# Until `driftwarden demo` lands, the demo creates the embedded store and prints its tables.
 demo: $(STAMPS)/install
-	$(BIN)/driftwarden demo
+	$(BIN)/driftwarden migrate
 
 test: $(STAMPS)/install-dev $(STAMPS)/system-deps
 	$(BIN)/ruff check .

@@ -1,0 +1,1 @@
+"""Detectors: drift, latency/SLO and reproducibility, computed inside ClickHouse."""
