@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from driftwarden.errors import UserError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @dataclass(frozen=True, order=True)
