@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
+import re
 import threading
 from typing import Any
 
@@ -110,6 +112,9 @@ def _holder_pid(status: str) -> str:
 
 
 def _connect_server(target: StoreURL, create_database: bool, settings: dict[str, Any]) -> Client:
+    # The driver logs a stack trace of its own before raising; the raised error says it all.
+    logging.getLogger("clickhouse_connect.driver._backend.http_sync").setLevel(logging.CRITICAL)
+
     def open_client(database: str) -> Client:
         try:
             return clickhouse_connect.get_client(
@@ -145,6 +150,9 @@ def _select_database(client: Client, target: StoreURL, create_database: bool, re
     return reopen()
 
 
+_REASON = re.compile(r"\[Errno -?\d+\] ([^'\")]+)|Failed to resolve '([^']+)'|(timed out)")
+
+
 def _server_message(target: StoreURL, exc: Exception) -> str:
     text = str(exc)
     where = f"{target.host}:{target.port}"
@@ -153,8 +161,15 @@ def _server_message(target: StoreURL, exc: Exception) -> str:
             f"ClickHouse server at {where} refused user {target.username!r}: "
             "check the user and password in the store URL"
         )
+    reason = _REASON.search(text)
+    if reason and reason.group(2):
+        because = f"cannot resolve host {reason.group(2)!r}"
+    elif reason:
+        because = (reason.group(1) or reason.group(3)).strip()
+    else:
+        because = _first_line(exc)
     return (
-        f"cannot reach a ClickHouse server at {target.scheme}://{where} ({_first_line(exc)}); "
+        f"cannot reach a ClickHouse server at {target.scheme}://{where} ({because}); "
         "check the host and port in the store URL and that the server is running"
     )
 
