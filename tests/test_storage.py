@@ -44,7 +44,8 @@ def _full_row() -> dict:
     return {
         "event_id": uuid.uuid4(),
         "ts": dt.datetime(2026, 3, 1, 12, 0, 0, 123457, tzinfo=UTC),
-        "received_at": dt.datetime(2026, 3, 1, 12, 0, 1, tzinfo=UTC),
+        # recent, or the retention TTL rightly deletes the row at once
+        "received_at": dt.datetime.now(UTC).replace(microsecond=0),
         "model": "bikes",
         "model_version": "v3",
         "model_digest": "sha256:abc",
