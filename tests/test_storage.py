@@ -239,3 +239,14 @@ def test_a_user_mistake_is_one_line_on_stderr_not_a_traceback():
     result = run_cli("migrate", "--store", "mysql://x/y")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_retention_deletes_raw_data_received_before_the_configured_days(store):
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    cols = ["event_id", "ts", "model", "received_at"]
+    old = [uuid.uuid4(), now - dt.timedelta(days=40), "m", now - dt.timedelta(days=31)]
+    recent = [uuid.uuid4(), now - dt.timedelta(days=40), "m", now - dt.timedelta(days=29)]
+    store.insert("inferences", [old, recent], column_names=cols)
+    store.command("OPTIMIZE TABLE inferences FINAL")
+    kept = store.query("SELECT event_id FROM inferences").result_rows
+    assert kept == [(recent[0],)]
