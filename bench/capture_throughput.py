@@ -1,0 +1,156 @@
+"""Capture throughput: events per second that the writer pipeline sustains into the embedded store.
+
+Pipeline measured: prebuilt ``Event`` objects -> ``Writer.submit`` -> batches of
+``--batch-events`` -> Arrow (``collector.arrow.to_table``) -> ``insert_arrow`` into
+``inferences`` on the embedded ClickHouse engine (chdb), until ``close()`` returns
+(everything written). Each event carries 10 numeric and 3 categorical features and a
+prediction, like a tabular model's request.
+
+Baseline, in the same run and store: ``insert_arrow`` of the same events already built
+as Arrow tables of the same batch size (the floor: what ClickHouse alone costs). The
+ratio pipeline / baseline is the cost of batching and building Arrow in Python.
+
+Also printed: the caller's cost of one ``submit`` (the inference path), and the rate of
+the ``with capture(...)`` API, which also builds each Event.
+
+    python bench/capture_throughput.py [--events 200000] [--batch-events 5000] [--store /tmp/dw-bench-capture]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+
+NUM = [f"n{i}" for i in range(10)]
+CAT = ["season", "weather", "region"]
+
+
+def make_events(n: int, model: str):
+    from collector.event import Event
+
+    rng = random.Random(7)
+    t0 = 1_772_366_400_000_000
+    return [
+        Event(
+            model=model,
+            event_id=uuid.UUID(int=rng.getrandbits(128)),
+            ts_us=t0 + i * 1000,
+            protocol="python",
+            status=200,
+            latency_ms=rng.random() * 5,
+            num_names=NUM,
+            num_values=[rng.random() for _ in NUM],
+            cat_names=CAT,
+            cat_values=[rng.choice("abcdef") for _ in CAT],
+            prediction=rng.random() * 100,
+        )
+        for i in range(n)
+    ]
+
+
+def count(client, model: str) -> int:
+    return client.query("SELECT count() FROM inferences WHERE model = {m:String}", parameters={"m": model}).result_rows[
+        0
+    ][0]
+
+
+def run_baseline(client, n: int, batch: int) -> float:
+    from collector.arrow import to_table
+
+    model = f"baseline_{uuid.uuid4().hex[:6]}"
+    events = make_events(n, model)
+    tables = [to_table(events[i : i + batch]) for i in range(0, n, batch)]
+    started = time.perf_counter()
+    for table in tables:
+        client.insert_arrow("inferences", table)
+    elapsed = time.perf_counter() - started
+    assert count(client, model) == n
+    return n / elapsed
+
+
+def run_pipeline(client, url: str, n: int, batch: int) -> tuple[float, float]:
+    from collector.writer import open_writer
+
+    model = f"pipeline_{uuid.uuid4().hex[:6]}"
+    events = make_events(n, model)
+    writer = open_writer(model=model, store=url, batch_events=batch, flush_interval_ms=200, max_buffer_events=n)
+    writer.start()
+    started = time.perf_counter()
+    for event in events:
+        writer.submit(event)
+    submitted = time.perf_counter()
+    stats = writer.close(timeout=600)
+    elapsed = time.perf_counter() - started
+    assert stats.written == n and not stats.dropped, stats
+    assert count(client, model) == n
+    return n / elapsed, (submitted - started) / n * 1e6
+
+
+def run_capture_api(client, url: str, n: int, batch: int) -> float:
+    from collector import capture
+    from collector.writer import open_writer
+
+    model = f"capture_{uuid.uuid4().hex[:6]}"
+    rng = random.Random(3)
+    rows = [{**{f: rng.random() for f in NUM}, **{f: rng.choice("abcdef") for f in CAT}} for _ in range(min(n, 1000))]
+    capture.configure(
+        model=model,
+        writer=open_writer(model=model, store=url, batch_events=batch, flush_interval_ms=200, max_buffer_events=n),
+    )
+    started = time.perf_counter()
+    for i in range(n):
+        with capture(features=rows[i % len(rows)]) as ev:
+            ev.prediction = 1.0
+    capture.shutdown(timeout=600)
+    elapsed = time.perf_counter() - started
+    assert count(client, model) == n
+    return n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch-events", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--store", default=None, help="directory of the embedded store (default: a fresh temp dir)")
+    args = parser.parse_args()
+
+    import storage
+
+    directory = args.store or tempfile.mkdtemp(prefix="dw-bench-capture-")
+    shutil.rmtree(directory, ignore_errors=True)
+    url = f"chdb://{directory}"
+    client = storage.connect(url, create_database=True)
+    storage.migrate(client)
+
+    baseline, pipeline, submit_us, api = [], [], [], []
+    for _ in range(args.repeat):
+        baseline.append(run_baseline(client, args.events, args.batch_events))
+        rate, cost = run_pipeline(client, url, args.events, args.batch_events)
+        pipeline.append(rate)
+        submit_us.append(cost)
+        api.append(run_capture_api(client, url, args.events, args.batch_events))
+    b, p, a = statistics.median(baseline), statistics.median(pipeline), statistics.median(api)
+    print(f"events: {args.events:,} per run, batches of {args.batch_events:,}; median (best) of {args.repeat} runs")
+    print(f"baseline  insert_arrow of prebuilt Arrow batches : {b:>9,.0f} ({max(baseline):,.0f}) events/s")
+    print(
+        f"pipeline  Event -> writer -> Arrow -> chdb       : {p:>9,.0f} ({max(pipeline):,.0f}) events/s  "
+        f"{p / b:.2f}x baseline ({max(pipeline) / max(baseline):.2f}x best to best)"
+    )
+    print(
+        f"capture   with capture(...) -> ... -> chdb       : {a:>9,.0f} ({max(api):,.0f}) events/s  "
+        f"{a / b:.2f}x baseline"
+    )
+    print(f"submit()  caller cost on the inference path      : {statistics.median(submit_us):>9.2f} us/event")
+    print(f"target >= 50,000 events/s through the pipeline: {'met' if p >= 50_000 else 'NOT met'} (median)")
+    if args.store is None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Events to Arrow: the columnar batch that every sink writes and the spool stores.
+
+``SCHEMA`` is the Arrow form of the ``inferences`` table (storage/migrations/0001):
+``ts`` is ``timestamp('us', 'UTC')`` (ClickHouse ``DateTime64(6, 'UTC')``), UUIDs
+travel as ``fixed_size_binary(16)`` in RFC 4122 byte order (``uuid.UUID.bytes``), which
+ClickHouse's Arrow input reads into a ``UUID`` column as the same UUID (checked in
+tests/test_collector_writer.py; 36-character UUID text works too, at 2.25x the bytes and
+4x the cost to produce), and ``received_at`` is left out so that the store stamps it.
+
+Built column by column: ``map`` of an ``attrgetter`` over the events (in C), then one
+``pa.array`` per column: about 2 µs per event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from operator import attrgetter
+
+import pyarrow as pa
+
+from collector.event import Event
+
+_STR = pa.string()
+_F64 = pa.float64()
+_UUID = pa.binary(16)
+
+SCHEMA = pa.schema(
+    [
+        pa.field("event_id", _UUID, nullable=False),
+        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("model", _STR, nullable=False),
+        pa.field("model_version", _STR),
+        pa.field("model_digest", _STR),
+        pa.field("protocol", _STR),
+        pa.field("endpoint", _STR),
+        pa.field("tenant", _STR),
+        pa.field("status", pa.uint16()),
+        pa.field("latency_ms", _F64),
+        pa.field("upstream_latency_ms", _F64),
+        pa.field("ttft_ms", _F64),
+        pa.field("request_bytes", pa.uint32()),
+        pa.field("response_bytes", pa.uint32()),
+        pa.field("num_names", pa.list_(_STR)),
+        pa.field("num_values", pa.list_(_F64)),
+        pa.field("cat_names", pa.list_(_STR)),
+        pa.field("cat_values", pa.list_(_STR)),
+        pa.field("prediction", _F64),
+        pa.field("prediction_label", _STR),
+        pa.field("output_names", pa.list_(_STR)),
+        pa.field("output_values", pa.list_(_F64)),
+        pa.field("output_text", _STR),
+        pa.field("input_payload", _STR),
+        pa.field("output_payload", _STR),
+        pa.field("payload_sampled", pa.bool_()),
+        pa.field("payload_truncated", pa.bool_()),
+        pa.field("input_hash", pa.uint64()),
+        pa.field("output_hash", pa.uint64()),
+        pa.field("params_hash", pa.uint64()),
+        pa.field("deterministic", pa.bool_()),
+        pa.field("prompt_tokens", pa.uint32()),
+        pa.field("completion_tokens", pa.uint32()),
+        pa.field("finish_reason", _STR),
+        pa.field("error_class", _STR),
+        pa.field("trace_id", _STR),
+        pa.field("is_replay", pa.bool_()),
+        pa.field("replay_of", _UUID),
+        pa.field("redactions", pa.uint16()),
+    ]
+)
+
+REQUIRED = ("event_id", "ts", "model")
+"""Columns a batch must carry; every other column has a default in the table."""
+
+# One getter per column (attrgetter runs in C); the event attribute is named differently for ts.
+_GETTERS = [(f, attrgetter("ts_us" if f.name == "ts" else f.name)) for f in SCHEMA]
+
+
+def to_table(events: Sequence[Event]) -> pa.Table:
+    """The events as one Arrow table with ``SCHEMA``.
+
+    Raises ``pa.ArrowInvalid``/``TypeError``/``OverflowError`` for an event whose
+    values do not fit the schema (e.g. a string in ``num_values``); the writer
+    counts such a batch as dropped with reason ``encode_error``.
+    """
+    arrays = []
+    for f, get in _GETTERS:
+        if f.name == "event_id":
+            values = [e.event_id.bytes for e in events]
+        elif f.name == "replay_of":
+            values = [None if e.replay_of is None else e.replay_of.bytes for e in events]
+        else:
+            values = list(map(get, events))
+        arrays.append(pa.array(values, type=f.type))
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def to_ipc(table: pa.Table) -> bytes:
+    """The table as one self-contained Arrow IPC stream (schema + record batches)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def from_ipc(data: bytes | memoryview) -> pa.Table:
+    """Read a table written by :func:`to_ipc`; raises ``pa.ArrowInvalid`` on malformed input."""
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+GROUND_TRUTH_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", _UUID, nullable=False),
+        pa.field("model", _STR, nullable=False),
+        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("label", _STR),
+        pa.field("value", _F64),
+    ]
+)
+"""The Arrow form of the ``ground_truth`` table (``received_at`` is stamped by the store).
+The hub also accepts ``event_id`` as UUID text."""

@@ -1,0 +1,323 @@
+"""In-process capture: record inferences from Python code that cannot sit behind the proxy.
+
+The module is callable, so both spellings work and stay cheap to import::
+
+    from collector import capture
+
+    capture.configure(model="bikes", store="chdb:///var/lib/driftwarden")   # once; optional (see below)
+
+    # 1. as a context manager around one prediction
+    with capture(features={"temp": 0.24, "season": "winter"}) as ev:
+        ev.prediction = model.predict(x)          # a number -> prediction, text -> prediction_label
+        ev.features["hum"] = 0.81                 # features may be added inside the block
+        ev.outputs = {"p_low": 0.1, "p_high": 0.9}
+
+    # 2. as a decorator: the return value is the prediction
+    @capture(model="bikes", features=lambda row: row)   # features: a dict, or a function of the call's arguments
+    def predict(row: dict) -> float: ...
+
+Each call records one :class:`collector.event.Event` (``protocol='python'``, ``ts`` when the
+block started, ``latency_ms`` of the block) through the same :class:`collector.writer.Writer`
+as the proxy: batched, off the calling thread, spooled when the sink is down. When the block
+or the function raises, the event records ``error_class`` (the exception's type name) and
+the exception propagates unchanged. A decorated ``async def`` is awaited and timed.
+
+Features: numbers and booleans become numeric features (``num_names``/``num_values``),
+anything else a categorical one (``str(value)``); ``None`` values are skipped. Without
+``features=``, a decorated function's features are its single mapping argument, or else
+its keyword arguments.
+
+Writer: :func:`configure` sets it (``store=``/``hub=``/``spool_dir=``... as
+:func:`collector.writer.open_writer`, or ``writer=`` an existing one). Without it, the
+first capture opens one from ``$DRIFTWARDEN_HUB`` (a hub URL) or else ``$DRIFTWARDEN_STORE``.
+:func:`shutdown` flushes it; it also runs at interpreter exit.
+
+Thread-safe: captures may run on many threads at once; configure/shutdown are meant for
+start-up and exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import inspect
+import os
+import random
+import sys
+import threading
+import time
+import types
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from collector.event import Event
+
+HUB_ENV = "DRIFTWARDEN_HUB"
+
+_lock = threading.Lock()
+_writer = None  # collector.writer.Writer, created on first use
+_default_model: str | None = None
+
+
+def configure(
+    *,
+    model: str | None = None,
+    writer: Any = None,
+    store: str | None = None,
+    hub: str | None = None,
+    spool_dir: str | os.PathLike | None = None,
+    **writer_options: Any,
+):
+    """Set the writer (and the default model) that captures use; returns the started writer.
+
+    ``writer`` is an existing :class:`collector.writer.Writer` (started here if it is not);
+    otherwise one is opened with :func:`collector.writer.open_writer` (``store``, ``hub``,
+    ``spool_dir`` and ``writer_options`` such as ``batch_events``). A writer configured
+    before is closed (flushed) first.
+    """
+    global _writer, _default_model
+    from collector.writer import open_writer
+
+    if writer is None:
+        writer = open_writer(model=model or "python", store=store, hub=hub, spool_dir=spool_dir, **writer_options)
+    writer.start()
+    with _lock:
+        previous, _writer = _writer, writer
+        _default_model = model
+    if previous is not None and previous is not writer:
+        previous.close()
+    return writer
+
+
+def shutdown(timeout: float = 10.0) -> None:
+    """Flush and close the writer and forget the configuration; a later capture opens a new writer."""
+    global _writer, _default_model
+    with _lock:
+        writer, _writer = _writer, None
+        _default_model = None
+    if writer is not None:
+        writer.close(timeout=timeout)
+
+
+def _current_writer():
+    global _writer
+    with _lock:
+        if _writer is None:
+            from collector.writer import open_writer
+
+            hub = os.environ.get(HUB_ENV) or None
+            _writer = open_writer(model=_default_model or "python", hub=hub).start()
+        return _writer
+
+
+atexit.register(shutdown)
+
+
+class Captured:
+    """What a ``with capture(...) as ev`` block fills: the prediction, outputs and features.
+
+    ``event`` is the underlying :class:`~collector.event.Event`, for any other column
+    (``ev.event.trace_id = ...``); its ``event_id`` is known from the start (``ev.event_id``),
+    for joining ground truth later.
+    """
+
+    __slots__ = ("event", "features", "prediction", "outputs", "output_text", "_t0")
+
+    def __init__(self, event: Event, features: dict[str, Any]) -> None:
+        self.event = event
+        self.features = features
+        self.prediction: Any = None
+        self.outputs: Mapping[str, float] | None = None
+        self.output_text: str = ""
+        self._t0 = time.perf_counter()
+
+    @property
+    def event_id(self):
+        return self.event.event_id
+
+    def _finish(self, error: BaseException | None) -> Event:
+        event = self.event
+        event.latency_ms = (time.perf_counter() - self._t0) * 1000.0
+        _set_features(event, self.features)
+        _set_prediction(event, self.prediction)
+        if self.outputs:
+            event.output_names = [str(k) for k in self.outputs]
+            event.output_values = [float(v) for v in self.outputs.values()]
+        if self.output_text:
+            event.output_text = self.output_text
+        if error is not None:
+            event.error_class = type(error).__name__
+        return event
+
+
+class Capture:
+    """One capture specification: a context manager (one inference) and a decorator (every call)."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        features: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None = None,
+        model_version: str = "",
+        tenant: str = "",
+        endpoint: str = "",
+    ) -> None:
+        self.model = model
+        self.features = features
+        self.model_version = model_version
+        self.tenant = tenant
+        self.endpoint = endpoint
+        # Open `with` blocks per thread: one Capture object may be entered by several threads at once.
+        self._open_blocks: dict[int, list[Captured]] = {}
+
+    def _open(self, features: Mapping[str, Any] | None) -> Captured:
+        model = self.model or _default_model
+        if not model:
+            raise ValueError("capture needs a model name: capture(model=...) or capture.configure(model=...)")
+        event = Event(
+            model=model,
+            # A version-4 UUID from the process's PRNG: uuid4() reads os.urandom, 3x the cost, and
+            # event ids need uniqueness, not unpredictability (random reseeds in forked children).
+            event_id=uuid.UUID(int=random.getrandbits(128), version=4),
+            protocol="python",
+            model_version=self.model_version,
+            tenant=self.tenant,
+            endpoint=self.endpoint,
+        )
+        return Captured(event, dict(features or {}))
+
+    def _close(self, captured: Captured, error: BaseException | None) -> None:
+        try:
+            event = captured._finish(error)
+        except Exception as exc:  # a value that cannot be recorded must not break the caller
+            event = captured.event
+            event.error_class = event.error_class or f"capture_error:{type(exc).__name__}"
+        _current_writer().submit(event)
+
+    # -- context manager -----------------------------------------------------------------------
+
+    def __enter__(self) -> Captured:
+        static = self.features if isinstance(self.features, Mapping) else None
+        captured = self._open(static)
+        self._open_blocks.setdefault(threading.get_ident(), []).append(captured)
+        return captured
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        thread = threading.get_ident()
+        blocks = self._open_blocks[thread]
+        captured = blocks.pop()
+        if not blocks:
+            del self._open_blocks[thread]
+        self._close(captured, exc)
+
+    # -- decorator -----------------------------------------------------------------------------
+
+    def __call__(self, fn: Callable) -> Callable:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                captured = self._open(self._features_of(args, kwargs))
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    self._close(captured, exc)
+                    raise
+                _record_result(captured, result)
+                self._close(captured, None)
+                return result
+
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            captured = self._open(self._features_of(args, kwargs))
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                self._close(captured, exc)
+                raise
+            _record_result(captured, result)
+            self._close(captured, None)
+            return result
+
+        return wrapper
+
+    def _features_of(self, args: tuple, kwargs: dict) -> Mapping[str, Any]:
+        if callable(self.features):
+            return self.features(*args, **kwargs)
+        if isinstance(self.features, Mapping):
+            return self.features
+        if len(args) == 1 and isinstance(args[0], Mapping) and not kwargs:
+            return args[0]
+        return kwargs
+
+
+def capture(
+    model: str | None = None,
+    *,
+    features: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None = None,
+    model_version: str = "",
+    tenant: str = "",
+    endpoint: str = "",
+) -> Capture:
+    """A :class:`Capture`: use it as ``with capture(...) as ev:`` or as ``@capture(...)``."""
+    return Capture(model, features=features, model_version=model_version, tenant=tenant, endpoint=endpoint)
+
+
+def _record_result(captured: Captured, result: Any) -> None:
+    if isinstance(result, Mapping):
+        captured.outputs = {k: v for k, v in result.items() if _is_number(v)}
+    else:
+        captured.prediction = result
+
+
+def _set_features(event: Event, features: Mapping[str, Any]) -> None:
+    num_names, num_values = event.num_names, event.num_values
+    cat_names, cat_values = event.cat_names, event.cat_values
+    for name, value in features.items():
+        kind = type(value)
+        if kind is float or kind is int or kind is bool:  # the common cases first: this runs per feature
+            num_names.append(name if type(name) is str else str(name))
+            num_values.append(float(value))
+        elif kind is str:
+            cat_names.append(name if type(name) is str else str(name))
+            cat_values.append(value)
+        elif value is None:
+            continue
+        elif _is_number(value):
+            num_names.append(str(name))
+            num_values.append(float(value))
+        else:
+            cat_names.append(str(name))
+            cat_values.append(str(value))
+
+
+def _set_prediction(event: Event, value: Any) -> None:
+    if value is None:
+        return
+    if hasattr(value, "item") and getattr(value, "size", 1) == 1:  # numpy scalars and one-element arrays
+        value = value.item()
+    if _is_number(value):
+        event.prediction = float(value)
+    elif isinstance(value, str):
+        event.prediction_label = value
+    else:
+        event.prediction_label = str(value)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool | int | float):
+        return True
+    return hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0 and value.dtype.kind in "biuf"
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``from collector import capture`` be called directly: ``capture(...)`` is :func:`capture`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Capture:
+        return capture(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

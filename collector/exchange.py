@@ -1,0 +1,50 @@
+"""One request/response pair as the proxy saw it: the input of every receiver.
+
+The proxy fills an :class:`Exchange` on the inference path with references
+only (bodies, timestamps, a few header values) and hands it over once the
+response has been sent; receivers turn it into events off that path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Exchange:
+    method: str
+    path: str  # without the query string
+    query: str
+    ts_us: int  # wall clock when the request arrived, microseconds since the epoch
+    t_start: float  # perf_counter() when the request arrived
+    request_body: bytes = b""
+    request_content_type: str = ""
+    # Inference-Header-Content-Length (KServe v2 binary tensor extension): the JSON part's size; -1 when absent.
+    request_json_length: int = -1
+    response_json_length: int = -1
+    trace_id: str = ""
+    tenant: str = ""
+    replay_of: str = ""  # value of X-Driftwarden-Replay, when present
+    status: int = 0  # status sent to the client; 0 when none was
+    response_body: bytes = b""  # what was captured of the response (may be cut, see response_cut)
+    response_cut: bool = False
+    response_bytes: int = 0  # bytes of the whole response body
+    response_content_type: str = ""
+    response_content_encoding: str = ""
+    # For streamed responses: (perf_counter, bytes captured so far) at each chunk, for time to first token.
+    chunk_marks: list[tuple[float, int]] | None = None
+    t_upstream_start: float = 0.0
+    t_upstream_end: float = 0.0
+    t_end: float = 0.0
+    error_class: str = ""  # transport-level: upstream_unreachable, upstream_timeout, client_disconnected, ...
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def latency_ms(self) -> float:
+        return (self.t_end - self.t_start) * 1000.0
+
+    @property
+    def upstream_latency_ms(self) -> float:
+        if not self.t_upstream_start or not self.t_upstream_end:
+            return 0.0
+        return (self.t_upstream_end - self.t_upstream_start) * 1000.0

@@ -1,0 +1,275 @@
+"""The hub's ingest endpoints: batches from collectors and late ground truth, into the store.
+
+``POST /v1/events``
+    Body: one Arrow IPC stream (``content-type: application/vnd.apache.arrow.stream``) whose
+    columns are a subset of the ``inferences`` table, with at least ``event_id``, ``ts`` and
+    ``model`` (``collector.arrow.SCHEMA``; the writer's hub sink sends exactly that). UUID
+    columns are ``fixed_size_binary(16)`` or UUID text. Answers ``{"inserted": N}``.
+``POST /v1/ground-truth``
+    Body: JSON lines (``application/x-ndjson``, ``application/jsonl``; a JSON array is accepted
+    too) or an Arrow IPC stream, with ``event_id``, ``model``, optional ``ts`` (ISO-8601 or epoch
+    seconds; default now) and ``label`` and/or ``value``. Answers ``{"inserted": N}``.
+
+A body that cannot be used is refused whole, with nothing inserted: 415 for another
+content type, 400 for a body that does not parse, 422 for a wrong schema or bad values,
+each with a ``detail`` that names what is wrong. A store that fails answers 503, which
+the collector's writer treats as "retry later" (it spools the batch).
+
+The store client comes from ``request.app.state.store`` (see ``collector.hub_app``).
+Parsing and validation run on the event loop (Arrow reads are zero-copy); the insert runs
+on the thread pool, and ``store_lock`` serialises use of the client.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+
+from collector.arrow import GROUND_TRUTH_SCHEMA, REQUIRED, SCHEMA, from_ipc
+
+log = logging.getLogger(__name__)
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+JSON_LINES = ("application/x-ndjson", "application/jsonl", "application/json-lines", "application/json")
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+
+router = APIRouter(tags=["ingest"])
+store_lock = threading.Lock()
+"""Serialises use of the store client (clickhouse-connect sessions refuse concurrent queries)."""
+
+
+class BatchError(ValueError):
+    """A batch that cannot be inserted as it is; the message says what to change."""
+
+
+@router.post("/v1/events", summary="Insert a batch of inference events (Arrow IPC stream)")
+async def post_events(request: Request) -> dict[str, int]:
+    _require_content_type(request, (ARROW_STREAM,))
+    table = _parse_arrow(await request.body())
+    try:
+        table = conform(table, SCHEMA, REQUIRED, uuid_columns=("event_id", "replay_of"))
+    except BatchError as exc:
+        raise HTTPException(422, str(exc)) from None
+    await run_in_threadpool(_insert, request, "inferences", table)
+    return {"inserted": table.num_rows}
+
+
+@router.post("/v1/ground-truth", summary="Insert late ground truth (JSON lines or Arrow IPC stream)")
+async def post_ground_truth(request: Request) -> dict[str, int]:
+    content_type = _require_content_type(request, (ARROW_STREAM, *JSON_LINES))
+    body = await request.body()
+    try:
+        if content_type == ARROW_STREAM:
+            table = _parse_arrow(body)
+        else:
+            table = ground_truth_from_records(_parse_json_lines(body))
+        table = conform_ground_truth(table)
+    except BatchError as exc:
+        raise HTTPException(422, str(exc)) from None
+    await run_in_threadpool(_insert, request, "ground_truth", table)
+    return {"inserted": table.num_rows}
+
+
+# -- parsing -------------------------------------------------------------------------------------
+
+
+def _require_content_type(request: Request, accepted: tuple[str, ...]) -> str:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in accepted:
+        raise HTTPException(
+            415,
+            f"content-type {content_type or '(none)'!r} is not accepted here; send one of: {', '.join(accepted)}",
+        )
+    return content_type
+
+
+def _parse_arrow(body: bytes) -> pa.Table:
+    if not body:
+        raise HTTPException(400, "the body is empty; send an Arrow IPC stream (schema message + record batches)")
+    try:
+        return from_ipc(body)
+    except (pa.ArrowException, OSError) as exc:
+        raise HTTPException(
+            400, f"the body is not a valid Arrow IPC stream ({_first_line(exc)}); send pyarrow.ipc.new_stream output"
+        ) from None
+
+
+def _parse_json_lines(body: bytes) -> list[dict[str, Any]]:
+    text = body.decode("utf-8", errors="replace").strip()
+    if not text:
+        raise HTTPException(400, "the body is empty; send one JSON object per line")
+    if text.startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise HTTPException(400, f"the body is not valid JSON: {exc}") from None
+    else:
+        records = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise HTTPException(400, f"line {number} is not valid JSON: {exc}") from None
+    bad = next((i for i, r in enumerate(records, start=1) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise HTTPException(400, f"record {bad} is not a JSON object; send one object per line")
+    return records
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def conform(
+    table: pa.Table, schema: pa.Schema, required: tuple[str, ...], *, uuid_columns: tuple[str, ...] = ()
+) -> pa.Table:
+    """``table`` cast to the types of ``schema``; :class:`BatchError` naming the first problem.
+
+    Checks: no unknown column, every required column present and without nulls, every
+    column castable to its type (strings to numbers are not accepted), UUID columns hold UUIDs.
+    """
+    names = table.column_names
+    unknown = [n for n in names if schema.get_field_index(n) < 0]
+    if unknown:
+        raise BatchError(f"unknown column(s) {', '.join(unknown)}; the accepted columns are: {', '.join(schema.names)}")
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise BatchError(f"column(s) {', '.join(duplicated)} appear more than once")
+    missing = [n for n in required if n not in names]
+    if missing:
+        raise BatchError(f"missing required column(s) {', '.join(missing)} (have: {', '.join(names) or 'none'})")
+    if table.num_rows == 0:
+        raise BatchError("the batch has no rows")
+    fields, columns = [], []
+    for name in names:
+        field = schema.field(name)
+        column = table.column(name)
+        if name in uuid_columns:
+            column = _uuid_column(name, column)
+        elif column.type != field.type:
+            column = _cast(name, column, field.type)
+        if name in required and column.null_count:
+            raise BatchError(f"column {name} has {column.null_count} null value(s); it is required in every row")
+        fields.append(field.with_type(column.type))
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def _uuid_column(name: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A UUID column as 16-byte binaries (any value is a UUID) or as validated UUID text.
+
+    ClickHouse reads both into a UUID column; text is kept as text, not converted in Python.
+    """
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column, kind = column.cast(kind.value_type), kind.value_type
+    if pa.types.is_fixed_size_binary(kind) and kind.byte_width == 16:
+        return column
+    if pa.types.is_large_string(kind):
+        column, kind = column.cast(pa.string()), pa.string()
+    if not pa.types.is_string(kind):
+        raise BatchError(f"column {name} has type {kind}; send UUIDs as fixed_size_binary(16) or as UUID text")
+    ok = pc.match_substring_regex(column, UUID_PATTERN)
+    bad = pc.sum(pc.invert(ok)).as_py() or 0  # nulls (allowed where optional) are not counted
+    if bad:
+        first = column.filter(pc.invert(pc.fill_null(ok, True)))[0].as_py()
+        raise BatchError(f"column {name} has {bad} value(s) that are not UUIDs, e.g. {first!r}")
+    return column
+
+
+def _cast(name: str, column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    source = column.type
+    if pa.types.is_dictionary(source):
+        column, source = column.cast(source.value_type), source.value_type
+    if (pa.types.is_string(source) or pa.types.is_large_string(source)) and not (
+        pa.types.is_string(target) or pa.types.is_timestamp(target)
+    ):
+        raise BatchError(f"column {name} has type {source}, expected {target}")
+    if pa.types.is_timestamp(target) and not (pa.types.is_timestamp(source) or pa.types.is_string(source)):
+        raise BatchError(f"column {name} has type {source}, expected {target} (an Arrow timestamp)")
+    if pa.types.is_timestamp(target) and pa.types.is_timestamp(source) and source.tz is None:
+        column = column.cast(pa.timestamp(source.unit, tz="UTC"))  # naive timestamps are read as UTC
+    try:
+        return column.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise BatchError(f"column {name} has type {source}, expected {target}: {_first_line(exc)}") from None
+
+
+def conform_ground_truth(table: pa.Table) -> pa.Table:
+    """Ground truth cast to ``GROUND_TRUTH_SCHEMA``, ``ts`` filled with now when absent."""
+    names = table.column_names
+    if "label" not in names and "value" not in names:
+        raise BatchError(f"ground truth needs a label or a value column (have: {', '.join(names) or 'none'})")
+    if "ts" not in names and table.num_rows:
+        now = dt.datetime.now(dt.UTC)
+        table = table.append_column(pa.field("ts", pa.timestamp("us", tz="UTC")), pa.array([now] * table.num_rows))
+    table = conform(table, GROUND_TRUTH_SCHEMA, ("event_id", "model", "ts"), uuid_columns=("event_id",))
+    if "label" in table.column_names:
+        table = table.set_column(
+            table.schema.get_field_index("label"), "label", pc.fill_null(table.column("label"), "")
+        )
+    return table
+
+
+def ground_truth_from_records(records: list[dict[str, Any]]) -> pa.Table:
+    """JSON records as a ground-truth table; ``ts`` as ISO-8601 text or epoch seconds."""
+    if not records:
+        raise BatchError("no records")
+    names = list(dict.fromkeys(k for r in records for k in r))
+    columns: dict[str, pa.Array] = {}
+    for name in names:
+        values = [r.get(name) for r in records]
+        if name == "ts":
+            columns[name] = pa.array(
+                [_timestamp(v, i) for i, v in enumerate(values, start=1)], pa.timestamp("us", "UTC")
+            )
+            continue
+        known = GROUND_TRUTH_SCHEMA.get_field_index(name) >= 0 and name != "event_id"  # ids stay text, checked later
+        field = GROUND_TRUTH_SCHEMA.field(name) if known else None
+        try:
+            columns[name] = pa.array(values, type=field.type if field is not None else None)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            expected = field.type if field is not None else "one type"
+            raise BatchError(f"field {name} must be {expected} in every record: {_first_line(exc)}") from None
+    return pa.table(columns)
+
+
+def _timestamp(value: Any, record: int) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise BatchError(f"record {record}: ts must be an ISO-8601 time or epoch seconds, got {value!r}")
+    if isinstance(value, int | float):
+        return dt.datetime.fromtimestamp(value, dt.UTC)
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise BatchError(f"record {record}: ts {value!r} is not an ISO-8601 time (e.g. 2026-03-01T12:00:00Z)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+# -- writing -------------------------------------------------------------------------------------
+
+
+def _insert(request: Request, table_name: str, table: pa.Table) -> None:
+    client = request.app.state.store
+    try:
+        with store_lock:
+            client.insert_arrow(table_name, table)
+    except Exception as exc:
+        log.exception("inserting %d rows into %s failed", table.num_rows, table_name)
+        raise HTTPException(503, f"the store did not take the batch ({_first_line(exc)}); retry later") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

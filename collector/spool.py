@@ -1,0 +1,232 @@
+"""The on-disk spool: batches that could not reach the sink, kept until they can.
+
+Layout: a directory of append-only segment files ``segment-<seq>.spool``, replayed
+oldest first. Each record is one batch, framed so that a torn write is detectable::
+
+    magic b"DWS1" | payload length (uint32 LE) | CRC-32 of payload (uint32 LE) | payload
+
+The payload is a self-contained Arrow IPC stream (``collector.arrow.to_ipc``), so a
+record can be read without its neighbours. Every append is ``fsync``'d before it is
+acknowledged: once :meth:`Spool.append` returns True the batch survives ``kill -9``
+and a power cut. A record cut short by a crash during an append (or one whose CRC
+does not match) ends the readable part of its segment: :meth:`Spool.read` stops
+there, reports it, and the segment is deleted once the records before it are written.
+
+Bounded: appends beyond ``max_bytes`` (or failing with ENOSPC / any OSError) are
+refused and return False; the caller counts the batch as dropped. Never blocks on
+anything but the disk.
+
+Thread safety: every public method takes the spool's lock; appends (the flusher)
+and reads/removals (the replayer) may run on different threads. One process per
+directory: a second one is refused through an ``flock`` on ``LOCK``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import re
+import struct
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from driftwarden.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"DWS1"
+_HEADER = struct.Struct("<4sII")
+_SEGMENT = re.compile(r"^segment-(\d{12})\.spool$")
+DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Record:
+    """One readable record of a segment: its payload and the offset just after it."""
+
+    payload: bytes
+    end: int
+
+
+class SpoolError(UserError):
+    """The spool directory cannot be used; the message says why."""
+
+
+class Spool:
+    """Append-only, size-rotated, fsync'd segment files in ``directory``."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.directory = Path(directory)
+        self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise SpoolError(f"cannot use the spool directory {self.directory}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock_fd)
+            raise SpoolError(
+                f"the spool directory {self.directory} is in use by another collector; give each collector "
+                "a spool directory of its own"
+            ) from None
+        self._sizes: dict[Path, int] = {p: p.stat().st_size for p in self._segments_on_disk()}
+        self._next_seq = max((self._seq(p) for p in self._sizes), default=0) + 1
+        self._active: Path | None = None  # the segment appends go to; existing segments are all sealed
+        self._active_fd: int | None = None
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def bytes(self) -> int:
+        """Bytes on disk in segment files."""
+        with self._lock:
+            return sum(self._sizes.values())
+
+    @property
+    def segments(self) -> int:
+        """Segment files on disk (including the one being appended to)."""
+        with self._lock:
+            return len(self._sizes)
+
+    def empty(self) -> bool:
+        """True when no segment holds data."""
+        with self._lock:
+            return not any(self._sizes.values())
+
+    # -- appending -----------------------------------------------------------------------------
+
+    def append(self, payload: bytes) -> bool:
+        """Append one record and fsync it; False (and nothing written) when the spool is full or the disk fails."""
+        record = _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+        with self._lock:
+            if sum(self._sizes.values()) + len(record) > self.max_bytes:
+                return False
+            try:
+                if self._active is None or self._sizes[self._active] + len(record) > self.segment_bytes:
+                    self._rotate()
+                self._write(record)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    log.warning("spool append to %s failed: %s", self.directory, exc)
+                return False
+            return True
+
+    def _write(self, record: bytes) -> None:
+        assert self._active is not None and self._active_fd is not None
+        start = self._sizes[self._active]
+        try:
+            written = 0
+            while written < len(record):
+                written += os.write(self._active_fd, record[written:])
+            os.fsync(self._active_fd)
+        except OSError:
+            # Cut the partial record off so the segment stays a sequence of whole records.
+            try:
+                os.ftruncate(self._active_fd, start)
+            except OSError:
+                pass
+            raise
+        self._sizes[self._active] = start + len(record)
+
+    def _rotate(self) -> None:
+        self._seal()
+        path = self.directory / f"segment-{self._next_seq:012d}.spool"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._next_seq += 1
+        self._active, self._active_fd = path, fd
+        self._sizes[path] = 0
+        _fsync_directory(self.directory)
+
+    def _seal(self) -> None:
+        if self._active_fd is not None:
+            os.close(self._active_fd)
+        self._active = self._active_fd = None
+
+    # -- replaying -----------------------------------------------------------------------------
+
+    def oldest(self) -> Path | None:
+        """The oldest segment with data, sealed first if appends were going to it; None when empty."""
+        with self._lock:
+            for path in sorted(self._sizes, key=self._seq):
+                if self._sizes[path] == 0 and path == self._active:
+                    continue
+                if path == self._active:
+                    self._seal()
+                return path
+            return None
+
+    def read(self, path: Path, offset: int = 0) -> Iterator[Record]:
+        """The whole records of a sealed segment from ``offset``; stops at a torn or corrupt record."""
+        with open(path, "rb") as fh:
+            data = fh.read()
+        pos = offset
+        while pos < len(data):
+            header = data[pos : pos + _HEADER.size]
+            if len(header) < _HEADER.size:
+                log.warning("spool segment %s: torn record header at byte %d, skipping the rest", path, pos)
+                return
+            magic, length, crc = _HEADER.unpack(header)
+            payload = data[pos + _HEADER.size : pos + _HEADER.size + length]
+            if magic != MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
+                log.warning("spool segment %s: torn or corrupt record at byte %d, skipping the rest", path, pos)
+                return
+            pos += _HEADER.size + length
+            yield Record(payload, pos)
+
+    def remove(self, path: Path) -> None:
+        """Delete a segment whose records have all been written (or skipped)."""
+        with self._lock:
+            if path == self._active:
+                self._seal()
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            self._sizes.pop(path, None)
+
+    def close(self) -> None:
+        """Seal the active segment, drop empty ones and release the directory."""
+        with self._lock:
+            self._seal()
+            for path, size in list(self._sizes.items()):
+                if size == 0:
+                    path.unlink(missing_ok=True)
+                    del self._sizes[path]
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _segments_on_disk(self) -> list[Path]:
+        return sorted((p for p in self.directory.iterdir() if _SEGMENT.match(p.name)), key=self._seq)
+
+    @staticmethod
+    def _seq(path: Path) -> int:
+        match = _SEGMENT.match(path.name)
+        return int(match.group(1)) if match else 0
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a new segment's directory entry durable, so a crash cannot lose the whole file."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

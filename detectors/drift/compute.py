@@ -1,0 +1,425 @@
+"""``compute_drift``: one drift run between a reference and a current window, computed in ClickHouse.
+
+Order of work: check the windows hold events of the model; find the features;
+make sure the reference profiles exist (built by ``INSERT ... SELECT`` once, then
+reused); one query per feature kind merges the current window with the stored
+profiles and returns aggregates (ECDF statistics, counts per value, bins, ranges);
+the methods score those aggregates; the false-positive controls of
+:class:`DriftSettings` apply last.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from clickhouse_connect.driver.client import Client
+
+from detectors import provenance
+from detectors.drift import sql
+from detectors.drift.controls import control_false_positives, mark_persistence
+from detectors.drift.profiles import Profile, batches, ensure_profiles, prefix, window_parameters
+from detectors.drift.report import DriftReport, FeatureDrift
+from detectors.drift.selection import auto_method
+from detectors.drift.settings import DriftSettings, FeatureSpec
+from detectors.methods import METHODS, Counts, Support, get_method
+from detectors.window import Window
+from driftwarden.errors import UserError
+
+TARGETS = ("feature", "prediction")
+
+
+def compute_drift(
+    client: Client,
+    model: str,
+    reference: Window,
+    current: Window,
+    features: Sequence[FeatureSpec] | None = None,
+    settings: DriftSettings | None = None,
+    model_version: str | None = None,
+    target: str = "feature",
+) -> DriftReport:
+    """Drift of each feature (``target="feature"``) or model output (``"prediction"``) between two windows.
+
+    ``features=None`` analyses every feature seen in the reference window (for predictions:
+    ``prediction`` as numeric and ``prediction_label`` as categorical, when present).
+    Raises :class:`UserError` for an unknown model or a window without events.
+    """
+    settings = settings or DriftSettings()
+    if target not in TARGETS:
+        raise UserError(f"drift target {target!r} is not one of {', '.join(TARGETS)}")
+    source = sql.Source(model, model_version)
+    _check_model(client, model)
+    reference_rows = _rows(client, source, reference, "reference")
+    current_rows = _rows(client, source, current, "current")
+    specs = list(features) if features is not None else _discover(client, source, reference, target)
+    if not specs:
+        raise UserError(f"the reference window {reference} of model {model!r} has no {target} values to compare")
+    _check_specs(specs, target)
+
+    results: dict[str, FeatureDrift] = {}
+    profile_hashes: dict[str, str] = {}
+    digests: dict[str, str] = {}
+    for kind in ("numeric", "categorical"):
+        kind_specs = [s for s in specs if s.kind == kind]
+        if not kind_specs:
+            continue
+        names = [s.name for s in kind_specs]
+        profiles = ensure_profiles(
+            client, source, reference, target, kind, names, reference_rows, settings.max_categories
+        )
+        for name, profile in profiles.items():
+            profile_hashes[prefix(target, kind) + name] = profile.profile_hash
+        if kind == "numeric":
+            rows = _compare_numeric(
+                client, source, reference, current, target, kind_specs, settings, reference_rows, current_rows
+            )
+        else:
+            rows = _compare_categorical(client, source, current, target, names, settings)
+        for spec in kind_specs:
+            row = rows.get(spec.name)
+            if row is not None:
+                digests[prefix(target, kind) + spec.name] = row["current_digest"]
+            results[spec.name] = _score(spec, profiles.get(spec.name), row, settings, current_rows)
+
+    ordered = [results[s.name] for s in specs]
+    control_false_positives(ordered, settings)
+    mark_persistence(client, ordered, model, model_version, target, current, settings)
+
+    analysed = [f for f in ordered if f.verdict != "no verdict"]
+    share = sum(f.drifted for f in analysed) / len(analysed) if analysed else 0.0
+    inputs = {
+        "model": model,
+        "model_version": model_version or "",
+        "target": target,
+        "reference": {"start": reference.start, "end": reference.end, "rows": reference_rows},
+        "current": {"start": current.start, "end": current.end, "rows": current_rows},
+        "features": [[s.name, s.kind, s.method, s.threshold] for s in specs],
+        "settings": settings.as_dict(),
+        "profiles": profile_hashes,
+        "current_aggregates": digests,
+    }
+    return DriftReport(
+        model=model,
+        model_version=model_version,
+        target=target,
+        reference=reference,
+        current=current,
+        features=ordered,
+        dataset_drift_share=share,
+        dataset_drifted=bool(analysed) and share >= settings.drift_share,
+        drift_share_threshold=settings.drift_share,
+        input_hash=provenance.content_hash(inputs),
+        settings=settings.as_dict(),
+        reference_rows=reference_rows,
+        current_rows=current_rows,
+        code_version=provenance.code_version(),
+        schema_version=provenance.schema_version(),
+        profile_hashes=profile_hashes,
+    )
+
+
+def _check_schema(client: Client) -> None:
+    """A store without the tables (or without migration 0004) gets a message saying to migrate it."""
+    present = client.query(
+        "SELECT count() FROM system.columns WHERE database = currentDatabase() "
+        "AND (table, name) IN (('inferences', 'num_values'), ('reference_profiles', 'support_values'), "
+        "('drift_results', 'input_hash'))"
+    ).result_rows[0][0]
+    if present != 3:
+        raise UserError(
+            "this store's schema is missing or older than this driftwarden (no reference_profiles.support_values); "
+            "run `driftwarden migrate` with the same --store first"
+        )
+
+
+def _check_model(client: Client, model: str) -> None:
+    _check_schema(client)
+    found = client.query(
+        "SELECT count() FROM (SELECT 1 FROM inferences WHERE model = {model:String} LIMIT 1)",
+        parameters={"model": model},
+    ).result_rows[0][0]
+    if not found:
+        query = "SELECT DISTINCT model FROM inferences ORDER BY model LIMIT 20"
+        known = [r[0] for r in client.query(query).result_rows]
+        hint = f"models in this store: {', '.join(known)}" if known else "the store has no inferences yet"
+        raise UserError(f"unknown model {model!r}: no inferences recorded for it ({hint})")
+
+
+def _rows(client: Client, source: sql.Source, window: Window, name: str) -> int:
+    rows = int(client.query(sql.window_rows(source, window), parameters=source.parameters()).result_rows[0][0])
+    if rows == 0:
+        version = f" version {source.model_version!r}" if source.model_version is not None else ""
+        raise UserError(
+            f"the {name} window {window} has no inferences of model {source.model!r}{version}; "
+            "choose a window that holds traffic"
+        )
+    return rows
+
+
+def _discover(client: Client, source: sql.Source, reference: Window, target: str) -> list[FeatureSpec]:
+    numeric, categorical, predictions, labels = client.query(
+        sql.discover(source, reference), parameters=source.parameters()
+    ).result_rows[0]
+    if target == "prediction":
+        specs = [FeatureSpec("prediction", "numeric")] if predictions else []
+        return specs + ([FeatureSpec("prediction_label", "categorical")] if labels else [])
+    return [FeatureSpec(n, "numeric") for n in numeric] + [FeatureSpec(n, "categorical") for n in categorical]
+
+
+def _check_specs(specs: list[FeatureSpec], target: str) -> None:
+    seen = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise UserError(f"feature {spec.name!r} is listed twice")
+        seen.add(spec.name)
+        if target == "prediction" and (spec.name, spec.kind) not in {
+            ("prediction", "numeric"),
+            ("prediction_label", "categorical"),
+        }:
+            raise UserError(
+                f"prediction drift reads 'prediction' (numeric) and 'prediction_label' (categorical), "
+                f"not {spec.name!r} ({spec.kind})"
+            )
+
+
+def _compare_numeric(
+    client: Client,
+    source: sql.Source,
+    reference: Window,
+    current: Window,
+    target: str,
+    specs: list[FeatureSpec],
+    settings: DriftSettings,
+    reference_rows: int,
+    current_rows: int,
+) -> dict[str, dict]:
+    key_prefix = prefix(target, "numeric")
+    rows: dict[str, dict] = {}
+    for batch in batches([s.name for s in specs], reference_rows + current_rows):
+        result = client.query(
+            sql.compare_numeric(source, current, target),
+            parameters={
+                **source.parameters(),
+                **window_parameters(reference),
+                "names": batch,
+                "keys": [key_prefix + n for n in batch],
+                "prefix_length": len(key_prefix),
+                "profile_version": source.model_version or "",
+                "max_values": settings.max_categories,
+            },
+        )
+        rows.update({row["name"]: row for row in result.named_results()})
+    binned = [s.name for s in specs if s.method in ("psi", "jensenshannon") and s.name in rows]
+    binned = [n for n in binned if int(rows[n]["reference_distinct"]) > 20]
+    if binned:
+        bins = client.query(
+            sql.sturges_bins(source, current, target),
+            parameters={
+                **source.parameters(),
+                **window_parameters(reference),
+                "names": binned,
+                "keys": [key_prefix + n for n in binned],
+                "prefix_length": len(key_prefix),
+                "profile_version": source.model_version or "",
+            },
+        )
+        for row in bins.named_results():
+            rows[row["name"]].update(row)
+    return rows
+
+
+def _compare_categorical(
+    client: Client, source: sql.Source, current: Window, target: str, names: list[str], settings: DriftSettings
+) -> dict[str, dict]:
+    result = client.query(
+        sql.compare_categorical(source, current, target),
+        parameters={**source.parameters(), "names": names, "max_values": settings.max_categories},
+    )
+    return {row["name"]: row for row in result.named_results()}
+
+
+def _score(
+    spec: FeatureSpec, profile: Profile | None, row: dict | None, settings: DriftSettings, window_rows: int
+) -> FeatureDrift:
+    """Pick the method, build its aggregate, score it; a feature without data gets no verdict."""
+    if spec.kind == "numeric":
+        return _score_numeric(spec, profile, row, settings, window_rows)
+    return _score_categorical(spec, profile, row, settings, window_rows)
+
+
+def _empty(
+    spec: FeatureSpec, method: str, note: str, nr: int, nc: int, missing_share: float, settings: DriftSettings
+) -> FeatureDrift:
+    return FeatureDrift(
+        feature=spec.name,
+        feature_type=spec.kind,
+        method=method,
+        statistic=math.nan,
+        p_value=None,
+        threshold=_threshold(spec, method, settings),
+        drifted=False,
+        persistent=False,
+        missing_share=missing_share,
+        out_of_range_share=0.0,
+        new_categories=[],
+        reference_rows=nr,
+        current_rows=nc,
+        verdict="no verdict",
+        note=note,
+    )
+
+
+def _threshold(spec: FeatureSpec, method: str, settings: DriftSettings) -> float:
+    if spec.threshold is not None:
+        return spec.threshold
+    return settings.thresholds.get(method, METHODS[method].default_threshold)
+
+
+def _sample_note(nr: int, nc: int, settings: DriftSettings) -> str:
+    if nr < settings.min_rows or nc < settings.min_rows:
+        return (
+            f"no verdict: {nr} reference and {nc} current values, below the minimum of {settings.min_rows} "
+            "values per window"
+        )
+    return ""
+
+
+def _score_numeric(
+    spec: FeatureSpec, profile: Profile | None, row: dict | None, settings: DriftSettings, window_rows: int
+) -> FeatureDrift:
+    nr = profile.values if profile else 0
+    nc = int(row["nc"]) if row else 0
+    missing_share = (window_rows - nc) / window_rows if window_rows else 0.0
+    distinct = int(row["distinct_values"]) if row else 0
+    method = spec.method
+    if method == "auto":
+        method = auto_method("numeric", nr, distinct, settings.small_reference_rows)
+    note = _sample_note(nr, nc, settings)
+    if note:
+        return _empty(spec, method, note, nr, nc, missing_share, settings)
+    threshold = _threshold(spec, method, settings)
+    impl = _method(method, settings)
+    details: dict = {
+        "reference_missing": profile.missing,
+        "distinct_values": distinct,
+        "reference_distinct_values": int(row["reference_distinct"]),
+        "reference_min": row["reference_min"],
+        "reference_max": row["reference_max"],
+        "reference_std": profile.std,
+    }
+    if impl.needs == "support":
+        data = Support(nr, nc, float(row["ks_statistic"]), float(row["wasserstein"]), float(profile.std))
+    elif method in ("psi", "jensenshannon") and int(row["reference_distinct"]) > 20 and "edges" in row:
+        edges = list(row["edges"])
+        data = Counts(
+            tuple(f"[{lo!r}, {hi!r})" for lo, hi in zip(edges[:-1], edges[1:], strict=True)),
+            tuple(int(v) for v in row["bin_reference"]),
+            tuple(int(v) for v in row["bin_current"]),
+        )
+        details["bin_edges"] = edges
+    elif distinct > settings.max_categories:
+        return _empty(
+            spec,
+            method,
+            f"no verdict: {distinct} distinct values, above max_categories={settings.max_categories} for {method}",
+            nr,
+            nc,
+            missing_share,
+            settings,
+        )
+    else:
+        data = _value_counts(row["ends"])
+    if isinstance(data, Counts):
+        details["keys"] = list(data.keys)
+        details["reference_counts"] = list(data.reference)
+        details["current_counts"] = list(data.current)
+    score = impl.score(data, threshold)
+    return FeatureDrift(
+        feature=spec.name,
+        feature_type="numeric",
+        method=method,
+        statistic=score.statistic,
+        p_value=score.p_value,
+        threshold=threshold,
+        drifted=score.drifted,
+        persistent=False,
+        missing_share=missing_share,
+        out_of_range_share=int(row["out_of_range"]) / nc,
+        new_categories=[],
+        reference_rows=nr,
+        current_rows=nc,
+        details=details,
+        verdict="drift" if score.drifted else "no drift",
+        effect_size=score.effect_size,
+    )
+
+
+def _value_counts(ends: list) -> Counts:
+    """Counts per distinct value from the cumulative counts at the end of each run of equal values."""
+    ends = sorted(ends)
+    values = [float(e[0]) for e in ends]
+    reference = [int(e[1]) for e in ends]
+    current = [int(e[2]) for e in ends]
+    return Counts(
+        tuple(repr(v) for v in values),
+        tuple(b - a for a, b in zip([0, *reference[:-1]], reference, strict=True)),
+        tuple(b - a for a, b in zip([0, *current[:-1]], current, strict=True)),
+    )
+
+
+def _score_categorical(
+    spec: FeatureSpec, profile: Profile | None, row: dict | None, settings: DriftSettings, window_rows: int
+) -> FeatureDrift:
+    nr = profile.values if profile else 0
+    nc = int(row["present"]) if row else 0
+    missing_share = (window_rows - nc) / window_rows if window_rows else 0.0
+    reference = dict(zip(profile.categories, profile.category_counts, strict=True)) if profile else {}
+    current = dict(zip(row["categories"], row["counts"], strict=True)) if row else {}
+    too_many = (profile is not None and profile.unique_values > settings.max_categories) or (
+        row is not None and int(row["distinct_values"]) > settings.max_categories
+    )
+    keys = sorted(set(reference) | set(current))
+    method = spec.method
+    if method == "auto":
+        method = auto_method("categorical", nr, len(keys), settings.small_reference_rows)
+    note = _sample_note(nr, nc, settings)
+    if not note and too_many:
+        note = f"no verdict: more than max_categories={settings.max_categories} categories"
+    if note:
+        return _empty(spec, method, note, nr, nc, missing_share, settings)
+    threshold = _threshold(spec, method, settings)
+    data = Counts(
+        tuple(keys), tuple(int(reference.get(k, 0)) for k in keys), tuple(int(current.get(k, 0)) for k in keys)
+    )
+    new = [k for k in keys if k not in reference]
+    score = _method(method, settings).score(data, threshold)
+    return FeatureDrift(
+        feature=spec.name,
+        feature_type="categorical",
+        method=method,
+        statistic=score.statistic,
+        p_value=score.p_value,
+        threshold=threshold,
+        drifted=score.drifted,
+        persistent=False,
+        missing_share=missing_share,
+        out_of_range_share=sum(int(current[k]) for k in new) / nc,
+        new_categories=new,
+        reference_rows=nr,
+        current_rows=nc,
+        details={
+            "reference_missing": profile.missing if profile else 0,
+            "keys": list(data.keys),
+            "reference_counts": list(data.reference),
+            "current_counts": list(data.current),
+        },
+        verdict="drift" if score.drifted else "no drift",
+        effect_size=score.effect_size,
+    )
+
+
+def _method(name: str, settings: DriftSettings):
+    if name == "chisquare":
+        return get_method(name, homogeneity=settings.chisquare_homogeneity)
+    return get_method(name)

@@ -1,0 +1,115 @@
+"""What a drift run compares and how strictly: :class:`FeatureSpec` and :class:`DriftSettings`.
+
+The defaults reproduce Evidently's ``DataDriftPreset`` (same methods, thresholds
+and dataset rule), so verdicts compare one to one. The false-positive controls
+beyond Evidently are off by default and switched on here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from detectors.methods import METHODS
+
+FeatureKind = Literal["numeric", "categorical"]
+KINDS = ("numeric", "categorical")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One feature to analyse: its name in the event arrays, its kind, its method and threshold.
+
+    ``method="auto"`` picks the method as Evidently does (see :mod:`detectors.drift.selection`);
+    ``threshold=None`` uses the method's default (or ``DriftSettings.thresholds``).
+    """
+
+    name: str
+    kind: FeatureKind = "numeric"
+    method: str = "auto"
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a feature needs a name")
+        if self.kind not in KINDS:
+            raise ValueError(f"feature {self.name!r}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.method != "auto" and self.method not in METHODS:
+            raise ValueError(
+                f"feature {self.name!r}: method {self.method!r} is not one of auto, {', '.join(sorted(METHODS))}"
+            )
+        if self.method != "auto" and self.kind not in METHODS[self.method].feature_types:
+            raise ValueError(f"feature {self.name!r}: method {self.method!r} does not apply to {self.kind} features")
+        if self.threshold is not None and not self.threshold > 0:
+            raise ValueError(f"feature {self.name!r}: threshold must be > 0, got {self.threshold}")
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """How a drift run decides.
+
+    Evidently-compatible part:
+      ``drift_share`` — the dataset drifts when at least this share of analysed features drift (0.5);
+      ``small_reference_rows`` — reference sizes up to this use tests (KS, chi-squared, Z), above it
+      distances (Wasserstein, Jensen–Shannon) (1000);
+      ``thresholds`` — default threshold per method name, overriding the method's own.
+
+    False-positive control (off by default):
+      ``min_rows`` — a feature with fewer non-missing rows than this in either window gets no
+      verdict (``drifted=False``, ``verdict="insufficient data"``);
+      ``effect_size_floor`` — a p-value test only drifts when its effect size (KS's D, the total
+      variation distance of the categories, the difference of proportions) is at least this;
+      ``fdr`` — Benjamini–Hochberg across the run's p-value tests: a test drifts when its adjusted
+      p-value is below its threshold, which then is the false discovery rate;
+      ``persistence`` — ``persistent=True`` only when the feature drifted in this many consecutive
+      analysed windows (this one and the ones before it in ``drift_results``);
+      ``chisquare_homogeneity`` — chi-squared as a two-sample test of homogeneity instead of
+      Evidently's goodness of fit against the reference shares, whose false-positive rate is
+      far above its threshold unless the reference is much larger than the current window.
+
+    Limits: ``max_categories`` — a categorical feature with more distinct values than this gets no
+    verdict (counts per category would not be an aggregate any more).
+    """
+
+    drift_share: float = 0.5
+    small_reference_rows: int = 1000
+    thresholds: dict[str, float] = field(default_factory=dict)
+    min_rows: int = 1
+    effect_size_floor: float = 0.0
+    fdr: bool = False
+    persistence: int = 1
+    chisquare_homogeneity: bool = False
+    max_categories: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.drift_share <= 1:
+            raise ValueError(f"drift_share must be in (0, 1], got {self.drift_share}")
+        if self.small_reference_rows < 0:
+            raise ValueError(f"small_reference_rows must be >= 0, got {self.small_reference_rows}")
+        for name, value in self.thresholds.items():
+            if name not in METHODS:
+                raise ValueError(f"thresholds: unknown method {name!r}; accepted: {', '.join(sorted(METHODS))}")
+            if not value > 0:
+                raise ValueError(f"thresholds: {name} must be > 0, got {value}")
+        if self.min_rows < 1:
+            raise ValueError(f"min_rows must be >= 1, got {self.min_rows}")
+        if not 0 <= self.effect_size_floor <= 1:
+            raise ValueError(f"effect_size_floor must be in [0, 1], got {self.effect_size_floor}")
+        if self.persistence < 1:
+            raise ValueError(f"persistence must be >= 1 window, got {self.persistence}")
+        if self.max_categories < 2:
+            raise ValueError(f"max_categories must be >= 2, got {self.max_categories}")
+
+    def as_dict(self) -> dict:
+        """The settings as plain data, for provenance hashes and JSON output."""
+        return {
+            "drift_share": self.drift_share,
+            "small_reference_rows": self.small_reference_rows,
+            "thresholds": dict(sorted(self.thresholds.items())),
+            "min_rows": self.min_rows,
+            "effect_size_floor": self.effect_size_floor,
+            "fdr": self.fdr,
+            "persistence": self.persistence,
+            "chisquare_homogeneity": self.chisquare_homogeneity,
+            "max_categories": self.max_categories,
+        }

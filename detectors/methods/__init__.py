@@ -1,0 +1,45 @@
+"""Statistical drift methods, one per module, behind one interface (:class:`DriftMethod`).
+
+Every method scores an aggregate that ClickHouse computed (:class:`Support` or
+:class:`Counts`), never raw rows: ``METHODS[name]().score(aggregate, threshold)``.
+The numbers equal scipy's and Evidently's implementations of the same method.
+"""
+
+from __future__ import annotations
+
+from detectors.methods.base import Counts, DriftMethod, Score, Support
+from detectors.methods.chisquare import ChiSquare
+from detectors.methods.jensenshannon import JensenShannon
+from detectors.methods.ks import KolmogorovSmirnov
+from detectors.methods.psi import PopulationStabilityIndex
+from detectors.methods.wasserstein import Wasserstein
+from detectors.methods.ztest import ZTest
+
+METHODS: dict[str, type[DriftMethod]] = {
+    m.name: m for m in (KolmogorovSmirnov, Wasserstein, PopulationStabilityIndex, JensenShannon, ChiSquare, ZTest)
+}
+
+
+def get_method(name: str, **options) -> DriftMethod:
+    """The method called ``name``, built with ``options``; a ValueError lists the accepted names."""
+    try:
+        cls = METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown drift method {name!r}; accepted: auto, {', '.join(sorted(METHODS))}") from None
+    return cls(**options)
+
+
+__all__ = [
+    "METHODS",
+    "ChiSquare",
+    "Counts",
+    "DriftMethod",
+    "JensenShannon",
+    "KolmogorovSmirnov",
+    "PopulationStabilityIndex",
+    "Score",
+    "Support",
+    "Wasserstein",
+    "ZTest",
+    "get_method",
+]

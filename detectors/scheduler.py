@@ -1,0 +1,428 @@
+"""The scheduler: runs every configured detector on every due window of every model, once.
+
+Windows are aligned to their length from the Unix epoch (hourly windows start
+on the hour, daily ones at midnight UTC). At time ``now`` the due windows are
+the ``schedule.catch_up`` most recent ones that ended at least
+``schedule.lag`` ago (the lag lets late batches land); performance looks back
+over ``performance.label_horizon`` instead, because labels arrive late.
+
+Idempotency: before computing, the scheduler derives the run's input hash
+(detector, model, version filter, window, the detector's settings; for
+performance also the label fingerprint of the window from
+:func:`detectors.performance.label_states`, one query for every window) and
+skips the window when ``detector_runs`` already holds a successful run with
+that window and hash.
+So a restart, a second ``--once`` or an overlapping tick computes nothing
+twice, a configuration change recomputes, and a performance window is
+recomputed exactly when its labels changed. Windows without any event of the
+model are skipped without a record (there is nothing to compute); a drift run
+whose ``previous`` reference window is empty too.
+
+A failing detector is logged (one line), counted
+(``driftwarden_detector_errors_total``), recorded in ``detector_runs`` with
+``status = 'error'`` and its message, and the others go on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from clickhouse_connect.driver.client import Client
+
+from detectors import runs
+from detectors.config import Config, DriftConfig, FeatureOverride, ModelConfig, format_duration
+from detectors.exporter import Exporter
+from detectors.latency import compute_latency, write_latency
+from detectors.performance import compute_performance, label_states, write_performance
+from detectors.provenance import content_hash
+from detectors.reproducibility.consistency import compute_consistency, write_reproducibility
+from detectors.reproducibility.replay import compute_replay
+from detectors.window import Window, _micros
+
+UTC = dt.UTC
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+logger = logging.getLogger("driftwarden.detectors")
+
+
+def due_windows(length: dt.timedelta, now: dt.datetime, lag: dt.timedelta, count: int) -> list[Window]:
+    """The ``count`` most recent windows aligned to ``length`` that ended by ``now - lag``, oldest first."""
+    size = _micros_delta(length)
+    last_end_us = (_micros(now - lag) // size) * size
+    out = []
+    for k in range(count, 0, -1):
+        end_us = last_end_us - (k - 1) * size
+        out.append(Window(_from_micros(end_us - size), _from_micros(end_us)))
+    return out
+
+
+def _micros_delta(delta: dt.timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_micros(us: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(microseconds=us)
+
+
+@dataclass
+class Job:
+    """One detector, one model, one window: what to compute and the key it is recorded under."""
+
+    detector: str
+    model: ModelConfig
+    window: Window
+    input_hash: str
+
+
+class Scheduler:
+    """Runs the detectors of a :class:`Config` against a store and exports their results."""
+
+    def __init__(self, client: Client, config: Config, exporter: Exporter | None = None) -> None:
+        self.client = client
+        self.config = config
+        self.exporter = exporter or Exporter()
+        self._detectors: dict[str, Callable[[ModelConfig, Window], int]] = {
+            "drift": self._drift,
+            "prediction_drift": self._prediction_drift,
+            "performance": self._performance,
+            "latency": self._latency,
+            "consistency": self._consistency,
+            "replay": self._replay,
+        }
+        self.problems: list[str] = []  # failures of the last pass that are not a window's run
+        for model in config.models:
+            for detector in config.enabled(model):
+                self.exporter.touch(detector, model.name)
+
+    # -- one pass ---------------------------------------------------------------------------------
+
+    def run_once(self, now: dt.datetime | None = None) -> list[runs.Run]:
+        """Compute every due window not computed yet; return the runs made (failed ones included)."""
+        now = now or dt.datetime.now(UTC)
+        self.problems = []
+        made: list[runs.Run] = []
+        for model in self.config.models:
+            for detector in self.config.enabled(model):
+                problems = len(self.problems)
+                runs_ = [self._run(job) for job in self._jobs(detector, model, now)]
+                made.extend(runs_)
+                if len(self.problems) == problems and all(r.status != "error" for r in runs_):
+                    # Up to date without error, even when nothing was due: a daily detector is not stale
+                    # an hour after its last window.
+                    self.exporter.last_success.labels(detector, model.name).set(time.time())
+        try:
+            self.exporter.observe_events(self.client, [m.name for m in self.config.models])
+        except Exception as exc:  # the event gauges must not stop the detectors
+            logger.error("reading event counts failed: %s", _one_line(exc))
+        return made
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Run a pass every ``schedule.every`` until ``stop`` is set."""
+        every = self.config.schedule.every.total_seconds()
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.run_once()
+            except Exception as exc:  # e.g. the store is unreachable: log, retry on the next tick
+                logger.error("scheduler pass failed: %s", _one_line(exc))
+            stop.wait(max(0.0, every - (time.monotonic() - started)))
+
+    # -- which windows -----------------------------------------------------------------------------
+
+    def _jobs(self, detector: str, model: ModelConfig, now: dt.datetime) -> list[Job]:
+        length = self.config.window_for(model)
+        count = self.config.schedule.catch_up
+        if detector == "performance" and model.performance is not None:
+            count = max(1, min(10_000, int(model.performance.label_horizon / length)))
+        windows = due_windows(length, now, self.config.schedule.lag, count)
+        try:
+            busy = self._windows_with_events(model, windows)
+            done = runs.completed(self.client, detector, model.name, windows[0].start)
+            labels: dict = {}
+            if detector == "performance":
+                labels = label_states(self.client, model.name, [w for w in windows if w in busy], model.version)
+        except Exception as exc:
+            self._problem(detector, model.name, f"cannot read the store: {_one_line(exc)}")
+            return []
+        jobs = []
+        for window in windows:
+            if window not in busy:
+                continue
+            try:
+                input_hash = self._input_hash(detector, model, window, labels.get(window, {}), busy)
+            except _Skip:
+                continue
+            except Exception as exc:
+                self._problem(detector, model.name, f"cannot prepare window {window}: {_one_line(exc)}")
+                continue
+            if runs.key(window, input_hash) not in done:
+                jobs.append(Job(detector, model, window, input_hash))
+        return jobs
+
+    def _windows_with_events(self, model: ModelConfig, windows: list[Window]) -> set[Window]:
+        size = _micros_delta(windows[0].end - windows[0].start)
+        span = Window(windows[0].start, windows[-1].end)
+        version = "" if model.version is None else "AND model_version = {v:String}"
+        rows = self.client.query(
+            f"SELECT DISTINCT intDiv(toUnixTimestamp64Micro(ts), {size}) FROM inferences "
+            f"WHERE model = {{m:String}} AND NOT is_replay AND {span.sql()} {version}",
+            parameters={"m": model.name, "v": model.version or ""},
+        ).result_rows
+        buckets = {int(b) for (b,) in rows}
+        return {w for w in windows if _micros(w.start) // size in buckets}
+
+    def _problem(self, detector: str, model: str, message: str) -> None:
+        """A failure outside a window's run (the store cannot be read): logged, counted, reported by --once."""
+        logger.error("detector %s model %s: %s", detector, model, message)
+        self.exporter.errors.labels(detector, model).inc()
+        self.problems.append(f"{detector} for model {model}: {message}")
+
+    def _input_hash(self, detector: str, model: ModelConfig, window: Window, labels: dict, busy: set[Window]) -> str:
+        inputs: dict = {
+            "detector": detector,
+            "model": model.name,
+            "model_version": model.version,
+            "window": [window.start, window.end],
+        }
+        if detector in ("drift", "prediction_drift"):
+            resolved = self.config.resolve_reference(model)
+            reference = resolved.for_current(window)
+            if (
+                resolved.kind == "previous"
+                and reference not in busy
+                and not self._windows_with_events(model, [reference])
+            ):
+                raise _Skip()  # nothing to compare with yet
+            inputs["reference"] = [reference.start, reference.end]
+            inputs["drift"] = self.config.drift_for(model).model_dump(mode="json")
+            inputs["features"] = model.features.model_dump(mode="json") if model.features else None
+        elif detector == "latency":
+            inputs["slo"] = self.config.slo_for(model).model_dump()
+            inputs["collector_error_classes"] = sorted(self.config.collector_error_classes)
+        elif detector == "performance":
+            assert model.performance is not None
+            if not any(labelled for _, labelled, _ in labels.values()):
+                raise _Skip()
+            inputs["performance"] = model.performance.model_dump(mode="json", exclude={"label_horizon"})
+            inputs["labels"] = {v: list(s) for v, s in sorted(labels.items())}
+        elif detector == "replay":
+            assert model.reproducibility.replay is not None
+            inputs["replay"] = model.reproducibility.replay.model_dump(mode="json")
+        return content_hash(inputs)
+
+    # -- running one job ---------------------------------------------------------------------------
+
+    def _run(self, job: Job) -> runs.Run:
+        started = dt.datetime.now(UTC)
+        t0 = time.perf_counter()
+        status, error, results = "ok", "", 0
+        try:
+            results = self._detectors[job.detector](job.model, job.window)
+        except Exception as exc:
+            status, error = "error", _one_line(exc)
+            logger.error(
+                "detector %s failed for model %s window %s: %s", job.detector, job.model.name, job.window, error
+            )
+        finished = started + dt.timedelta(seconds=time.perf_counter() - t0)
+        run = runs.Run(
+            detector=job.detector,
+            model=job.model.name,
+            window=job.window,
+            input_hash=job.input_hash,
+            started_at=started,
+            finished_at=finished,
+            status=status,
+            results=results,
+            error=error,
+            run_id=uuid.uuid4(),
+        )
+        try:
+            runs.record(self.client, run)
+        except Exception as exc:
+            logger.error("cannot record the run of %s for %s: %s", job.detector, job.model.name, _one_line(exc))
+        self.exporter.observe_run(run)
+        if status == "ok":
+            logger.info(
+                "detector %s model %s window %s: %d rows in %.3f s",
+                job.detector,
+                job.model.name,
+                job.window,
+                results,
+                run.duration_seconds,
+            )
+        return run
+
+    # -- the detectors -----------------------------------------------------------------------------
+
+    def _drift(self, model: ModelConfig, window: Window) -> int:
+        return self._drift_target(model, window, "feature")
+
+    def _prediction_drift(self, model: ModelConfig, window: Window) -> int:
+        return self._drift_target(model, window, "prediction")
+
+    def _drift_target(self, model: ModelConfig, window: Window, target: str) -> int:
+        from detectors.drift import compute_drift, write_drift
+
+        reference = self.config.resolve_reference(model).for_current(window)
+        drift = self.config.drift_for(model)
+        if target == "feature":
+            assert model.features is not None
+            specs = feature_specs(self.client, model, drift, reference)
+        else:
+            specs = prediction_specs(self.client, model, drift, reference)
+        report = compute_drift(
+            self.client,
+            model=model.name,
+            reference=reference,
+            current=window,
+            features=specs,
+            settings=drift_settings(drift),
+            model_version=model.version,
+            target=target,
+        )
+        write_drift(self.client, report)
+        self.exporter.observe_drift(report, model.version or "")
+        return len(report.features) + 1  # and the dataset row
+
+    def _performance(self, model: ModelConfig, window: Window) -> int:
+        assert model.performance is not None
+        results = compute_performance(
+            self.client,
+            model.name,
+            window,
+            model.performance.task,
+            model_version=model.version,
+            positive_label=model.performance.positive_label,
+        )
+        written = write_performance(self.client, results)
+        self.exporter.observe_performance(results)
+        return written
+
+    def _latency(self, model: ModelConfig, window: Window) -> int:
+        results = compute_latency(
+            self.client,
+            model.name,
+            window,
+            self.config.slo_for(model),
+            model_version=model.version,
+            collector_error_classes=self.config.collector_error_classes,
+        )
+        written = write_latency(self.client, results)
+        self.exporter.observe_latency(results)
+        return written
+
+    def _consistency(self, model: ModelConfig, window: Window) -> int:
+        results = compute_consistency(self.client, model.name, window, model_version=model.version)
+        written = write_reproducibility(self.client, results)
+        self.exporter.observe_reproducibility(results)
+        return written
+
+    def _replay(self, model: ModelConfig, window: Window) -> int:
+        assert model.reproducibility.replay is not None
+        results = compute_replay(
+            self.client, model.name, window, model.reproducibility.replay, model_version=model.version
+        )
+        written = write_reproducibility(self.client, results)
+        self.exporter.observe_reproducibility(results)
+        return written
+
+
+# -- configuration -> drift settings ----------------------------------------------------------------
+
+
+def drift_settings(drift: DriftConfig):
+    """The :class:`~detectors.drift.DriftSettings` of a drift configuration (unset keys keep the defaults)."""
+    from detectors.drift import DriftSettings
+
+    kwargs: dict = {"thresholds": dict(drift.thresholds)}
+    for ours, theirs in (
+        ("drift_share", "drift_share"),
+        ("min_samples", "min_rows"),
+        ("effect_floor", "effect_size_floor"),
+        ("bh", "fdr"),
+        ("persistence", "persistence"),
+    ):
+        value = getattr(drift, ours)
+        if value is not None:
+            kwargs[theirs] = value
+    return DriftSettings(**kwargs)
+
+
+def _override(drift: DriftConfig, name: str, kind: str) -> tuple[str, float | None]:
+    """Method and threshold of a feature: its own, else its kind's, else auto and the method's default."""
+    own = drift.by_feature.get(name) or FeatureOverride()
+    by_kind = drift.by_kind.get(kind) or FeatureOverride()  # type: ignore[call-overload]
+    method = own.method or by_kind.method or "auto"
+    threshold = own.threshold if own.threshold is not None else by_kind.threshold
+    return method, threshold
+
+
+def feature_specs(client: Client, model: ModelConfig, drift: DriftConfig, reference: Window) -> list:
+    """The features of ``model``: listed ones, then (with ``discover``) the others seen in the reference window."""
+    from detectors.drift import FeatureSpec
+
+    assert model.features is not None
+    kinds = {entry.name: entry.kind for entry in model.features.listed()}
+    if model.features.discover:
+        version = "" if model.version is None else "AND model_version = {v:String}"
+        numeric, categorical = client.query(
+            "SELECT arraySort(groupUniqArrayArray(num_names)), arraySort(groupUniqArrayArray(cat_names)) "
+            f"FROM inferences WHERE model = {{m:String}} AND NOT is_replay AND {reference.sql()} {version}",
+            parameters={"m": model.name, "v": model.version or ""},
+        ).result_rows[0]
+        for name in numeric:
+            kinds.setdefault(name, "numeric")
+        for name in categorical:
+            kinds.setdefault(name, "categorical")
+    specs = []
+    for name, kind in kinds.items():
+        method, threshold = _override(drift, name, kind)
+        specs.append(FeatureSpec(name, "categorical" if kind == "categorical" else "numeric", method, threshold))
+    return specs
+
+
+def prediction_specs(client: Client, model: ModelConfig, drift: DriftConfig, reference: Window) -> list | None:
+    """The outputs to compare; None (the drift detector's own choice) unless a method or threshold is set."""
+    from detectors.drift import FeatureSpec
+    from detectors.methods import METHODS as DRIFT_METHODS
+
+    override = drift.prediction
+    if override.method is None and override.threshold is None:
+        return None
+    version = "" if model.version is None else "AND model_version = {v:String}"
+    numeric, labels = client.query(
+        "SELECT countIf(prediction IS NOT NULL), countIf(prediction_label != '') FROM inferences "
+        f"WHERE model = {{m:String}} AND NOT is_replay AND {reference.sql()} {version}",
+        parameters={"m": model.name, "v": model.version or ""},
+    ).result_rows[0]
+    specs = []
+    for name, kind, present in (("prediction", "numeric", numeric), ("prediction_label", "categorical", labels)):
+        if not present:
+            continue
+        method = override.method or "auto"
+        if method != "auto" and kind not in DRIFT_METHODS[method].feature_types:
+            method = "auto"
+        specs.append(FeatureSpec(name, kind, method, override.threshold))
+    return specs
+
+
+class _Skip(Exception):
+    """Nothing to compute for this window (no labels yet, an empty previous reference)."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def describe(run: runs.Run) -> str:
+    """One line for the command's summary."""
+    window = f"{run.window.start:%Y-%m-%dT%H:%M:%SZ}/{format_duration(run.window.end - run.window.start)}"
+    tail = f"{run.results} rows" if run.status == "ok" else run.error
+    return f"{run.status:5} {run.detector:16} {run.model:20} {window}  {tail}"

@@ -1,0 +1,131 @@
+"""``driftwarden ingest``: a file of predictions (or of late ground truth) into the store.
+
+Predictions: one ``inferences`` row per file row, ``protocol='ingest'``. The timestamp
+column gives ``ts``; the prediction column gives ``prediction`` (numeric) or
+``prediction_label`` (text); every other numeric column becomes a numeric feature and
+every other text column a categorical one. A label column, when named, also writes
+``ground_truth`` rows.
+
+Ground truth: with ``--ground-truth``, or when the file holds nothing but the id, label
+and timestamp columns, rows go to ``ground_truth`` only (they join the predictions by
+event id).
+
+Event ids are deterministic, so ingesting the same file twice never counts twice (the
+tables are ReplacingMergeTree by event id): the value of ``--id-column`` when it is a
+UUID, else ``uuid5`` of the model and that value; without an id column, ``uuid5`` of
+the model and the row's contents.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from driftwarden.commands import add_store_argument
+from driftwarden.errors import UserError
+
+CHUNK_ROWS = 100_000
+HUB_CHUNK_ROWS = 20_000
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "ingest",
+        help="load a CSV or Parquet file of predictions or late ground truth into the store",
+        description="Load a file of predictions into the inferences table (numeric columns become numeric "
+        "features, text columns categorical ones), or a file of labels (id + label [+ timestamp]) into "
+        "ground_truth. Re-ingesting the same file does not count its rows twice.",
+    )
+    add_store_argument(parser)
+    parser.add_argument("--model", required=True, help="model name the rows belong to")
+    parser.add_argument("--file", required=True, type=Path, metavar="F.{csv,parquet}", help="the file to load")
+    parser.add_argument(
+        "--timestamp-column",
+        metavar="C",
+        help="column with each prediction's time (ISO-8601 text or a timestamp type; naive times are UTC); "
+        "required for predictions, optional for labels (default: now)",
+    )
+    parser.add_argument("--prediction-column", metavar="P", help="column with the model's output")
+    parser.add_argument("--label-column", metavar="L", help="column with the ground truth (also written)")
+    parser.add_argument(
+        "--id-column", metavar="I", help="column with a unique id per prediction; needed to join later labels"
+    )
+    parser.add_argument(
+        "--ground-truth",
+        action="store_true",
+        help="the file holds labels for earlier predictions: write ground_truth rows only",
+    )
+    parser.add_argument(
+        "--hub",
+        metavar="URL",
+        help="send the rows to the ingest endpoint of the process that owns the store (driftwarden api) "
+        "instead of opening the store, e.g. http://127.0.0.1:8000",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import storage
+    from collector.ingest_file import load_file, predictions_and_labels
+
+    if not args.model.strip():
+        raise UserError("--model must not be empty")
+    table = load_file(args.file)
+    inferences, labels = predictions_and_labels(
+        table,
+        model=args.model,
+        timestamp_column=args.timestamp_column,
+        prediction_column=args.prediction_column,
+        label_column=args.label_column,
+        id_column=args.id_column,
+        ground_truth_only=args.ground_truth,
+        source=args.file.name,
+    )
+    if args.hub:
+        if args.store:
+            raise UserError("give either --store or --hub, not both")
+        where = args.hub
+        _send_to_hub(args.hub, inferences, labels)
+    else:
+        client = storage.connect(args.store)
+        where = storage.describe(args.store)
+        for name, rows in (("inferences", inferences), ("ground_truth", labels)):
+            if rows is None:
+                continue
+            for start in range(0, rows.num_rows, CHUNK_ROWS):
+                client.insert_arrow(name, rows.slice(start, CHUNK_ROWS))
+    if inferences is not None:
+        print(f"{where}: {inferences.num_rows:,} predictions of model {args.model} from {args.file} -> inferences")
+    if labels is not None:
+        print(f"{where}: {labels.num_rows:,} labels of model {args.model} from {args.file} -> ground_truth")
+    return 0
+
+
+def _send_to_hub(hub: str, inferences, labels) -> None:
+    """POST the rows as Arrow IPC streams to the hub's /v1/events and /v1/ground-truth, in chunks."""
+    import httpx
+
+    from collector.arrow import to_ipc
+
+    base = hub.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise UserError(f"hub URL {hub!r} must start with http:// or https://, e.g. http://127.0.0.1:8000")
+    with httpx.Client(timeout=120, trust_env=False) as http:
+        for path, rows in (("/v1/events", inferences), ("/v1/ground-truth", labels)):
+            if rows is None:
+                continue
+            for start in range(0, rows.num_rows, HUB_CHUNK_ROWS):
+                body = to_ipc(rows.slice(start, HUB_CHUNK_ROWS))
+                try:
+                    response = http.post(
+                        base + path, content=body, headers={"content-type": "application/vnd.apache.arrow.stream"}
+                    )
+                except httpx.HTTPError as exc:
+                    raise UserError(f"cannot reach the hub at {base}: {exc}; is `driftwarden api` running?") from None
+                if response.status_code >= 300:
+                    detail = response.text[:300]
+                    try:
+                        detail = response.json().get("detail", detail)
+                    except ValueError:
+                        pass
+                    raise UserError(f"the hub at {base} refused rows {start + 1}..: {response.status_code} {detail}")

@@ -1,0 +1,111 @@
+"""In-process capture (``from collector import capture``) through the writer into the real store."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+
+from collector import capture
+from collector.writer import open_writer
+from tests.hub_process import ROOT
+
+
+@pytest.fixture
+def captured(store, store_url):
+    """Captures go to the test's store; returns a function that flushes and reads them back."""
+    capture.configure(model="bikes", writer=open_writer(model="bikes", store=store_url, flush_interval_ms=20))
+
+    def rows(sql: str) -> list[tuple]:
+        capture.shutdown()
+        return store.query(sql).result_rows
+
+    yield rows
+    capture.shutdown()
+
+
+def test_a_with_block_records_features_prediction_and_latency(captured):
+    with capture(features={"temp": 0.24, "season": "winter", "holiday": False, "missing": None}) as ev:
+        ev.features["hum"] = 0.81
+        ev.prediction = 42.0
+        ev.outputs = {"p_low": 0.25, "p_high": 0.75}
+        event_id = ev.event_id
+    rows = captured(
+        "SELECT toString(event_id), model, protocol, num_names, num_values, cat_names, cat_values, prediction, "
+        "output_names, output_values, latency_ms > 0, error_class FROM inferences FINAL"
+    )
+    assert rows == [
+        (
+            str(event_id),
+            "bikes",
+            "python",
+            ["temp", "holiday", "hum"],
+            [0.24, 0.0, 0.81],
+            ["season"],
+            ["winter"],
+            42.0,
+            ["p_low", "p_high"],
+            [0.25, 0.75],
+            True,
+            "",
+        )
+    ]
+
+
+def test_a_decorated_function_records_each_call_and_its_return_value(captured):
+    @capture(model="rides")
+    def predict(row: dict) -> str:
+        return "busy" if row["temp"] > 0.5 else "quiet"
+
+    assert [predict({"temp": t}) for t in (0.2, 0.7, 0.9)] == ["quiet", "busy", "busy"]
+    assert predict.__name__ == "predict"
+    rows = captured("SELECT model, num_values[1], prediction_label FROM inferences FINAL ORDER BY num_values[1]")
+    assert rows == [("rides", 0.2, "quiet"), ("rides", 0.7, "busy"), ("rides", 0.9, "busy")]
+
+
+def test_features_of_a_decorated_call_can_come_from_a_function_of_its_arguments(captured):
+    @capture(features=lambda temp, hour: {"temp": temp, "hour": hour})
+    async def predict(temp: float, hour: int) -> float:
+        await asyncio.sleep(0.001)
+        return temp * 100
+
+    assert asyncio.run(predict(0.3, 8)) == pytest.approx(30.0)
+    rows = captured("SELECT num_names, num_values, prediction, latency_ms >= 1 FROM inferences FINAL")
+    assert rows == [(["temp", "hour"], [0.3, 8.0], pytest.approx(30.0), True)]
+
+
+def test_an_exception_is_recorded_as_error_class_and_still_raised(captured):
+    with pytest.raises(ZeroDivisionError):
+        with capture(features={"x": 1}):
+            _ = 1 / 0
+
+    @capture()
+    def broken(row: dict) -> float:
+        raise KeyError("temp")
+
+    with pytest.raises(KeyError):
+        broken({"x": 2})
+    rows = captured("SELECT num_values[1], error_class FROM inferences FINAL ORDER BY num_values[1]")
+    assert rows == [(1.0, "ZeroDivisionError"), (2.0, "KeyError")]
+
+
+def test_a_capture_without_a_model_name_says_how_to_give_one():
+    capture.shutdown()
+    with pytest.raises(ValueError, match=r"capture\(model=...\) or capture.configure\(model=...\)"):
+        with capture():
+            pass
+
+
+def test_importing_collector_does_not_import_the_capture_machinery():
+    code = (
+        "import sys, collector\n"
+        "assert 'collector.capture' not in sys.modules and 'pyarrow' not in sys.modules\n"
+        "from collector import capture\n"
+        "assert callable(capture) and callable(capture.configure)\n"
+        "assert 'pyarrow' not in sys.modules, 'the writer is imported on first use'\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "ok", result.stderr
