@@ -7,17 +7,34 @@ same app by :func:`create_app`'s callers.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import os
+
+from fastapi import Depends, FastAPI
 
 from collector.ingest import router as ingest_router
 from collector.ingest import store_lock
+from collector.sinks.hub import INGEST_TOKEN_ENV
+from detectors.api.auth import bearer_guard
 
 
-def create_app(client) -> FastAPI:
-    """An app serving ``/healthz`` and the ingest endpoints over the store ``client`` (clickhouse-connect)."""
-    app = FastAPI(title="driftwarden", summary="Ingest and reports over the driftwarden store")
+def create_app(client, *, ingest_token: str | None = None) -> FastAPI:
+    """An app serving ``/healthz`` and the ingest endpoints over the store ``client`` (clickhouse-connect).
+
+    The ingest endpoints require ``Authorization: Bearer <ingest_token>`` (default
+    ``$DRIFTWARDEN_INGEST_TOKEN``) when a token is set; collectors and ``driftwarden ingest``
+    send it from the same variable. Without one they are open, for a hub on loopback.
+    FastAPI's ``/docs`` and ``/redoc`` are off: they load their scripts from a CDN.
+    """
+    app = FastAPI(
+        title="driftwarden",
+        summary="Ingest and reports over the driftwarden store",
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.store = client
-    app.include_router(ingest_router)
+    token = ingest_token or os.environ.get(INGEST_TOKEN_ENV) or None
+    app.state.ingest_protected = token is not None
+    app.include_router(ingest_router, dependencies=[Depends(bearer_guard(token))])
 
     @app.get("/healthz", summary="Liveness: the store answers a query")
     def healthz() -> dict[str, str]:

@@ -110,6 +110,8 @@ class DriftConfig(_Strict):
     bh: bool | None = None  # Benjamini-Hochberg across features: thresholds of tests become the FDR
     persistence: int | None = Field(default=None, ge=1)  # consecutive drifted windows for `persistent`
     drift_share: float | None = Field(default=None, gt=0, le=1)  # share of drifted features = dataset drift
+    # chi-squared as a two-sample test of homogeneity instead of Evidently's goodness of fit
+    chisquare_homogeneity: bool | None = None
 
     @field_validator("thresholds")
     @classmethod

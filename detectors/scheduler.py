@@ -346,6 +346,7 @@ def drift_settings(drift: DriftConfig):
         ("effect_floor", "effect_size_floor"),
         ("bh", "fdr"),
         ("persistence", "persistence"),
+        ("chisquare_homogeneity", "chisquare_homogeneity"),
     ):
         value = getattr(drift, ours)
         if value is not None:

@@ -8,6 +8,7 @@ APT_PACKAGES=(
     prometheus              # promtool, and a real Prometheus for the PromQL and alert tests
     prometheus-alertmanager # amtool, and a real Alertmanager for the end-to-end alert test
     nodejs                  # tsc type-checks the dashboards against @grafana/schema
+    chromium                # Playwright drives Debian's Chromium for the page tests (no browser download)
 )
 
 missing=()

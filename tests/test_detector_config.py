@@ -131,3 +131,11 @@ def test_the_command_prints_one_error_per_problem_and_exits_2(tmp_path: Path):
 def test_a_missing_configuration_file_is_a_user_error(tmp_path: Path):
     with pytest.raises(UserError, match="does not exist"):
         load(tmp_path / "nope.yaml")
+
+
+def test_the_two_sample_chi_squared_option_reaches_the_drift_settings():
+    from detectors.config import DriftConfig
+    from detectors.scheduler import drift_settings
+
+    assert drift_settings(DriftConfig(chisquare_homogeneity=True)).chisquare_homogeneity is True
+    assert drift_settings(DriftConfig()).chisquare_homogeneity is False

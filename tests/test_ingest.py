@@ -8,6 +8,7 @@ import json
 import uuid
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -301,3 +302,32 @@ def test_the_hub_refuses_bad_ground_truth_and_inserts_nothing(hub, store, body, 
     assert response.status_code == status
     assert message in response.json()["detail"]
     assert _count(store, "ground_truth") == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_hub_with_an_ingest_token_refuses_anonymous_batches_and_takes_its_collectors(tmp_path, monkeypatch):
+    from collector.writer import open_writer
+
+    monkeypatch.setenv("DRIFTWARDEN_INGEST_TOKEN", "ingest-s3cret-token")
+    hub = Hub(tmp_path / "hub-store").start()  # inherits the token from the environment
+    try:
+        body = _ipc(to_table([Event(model="anonymous", prediction=1.0)]))
+        for path in ("/v1/events", "/v1/ground-truth"):
+            refused = httpx.post(hub.url + path, content=body, headers=ARROW)
+            assert refused.status_code == 401 and "ingest token" in refused.json()["detail"]
+        wrong = httpx.post(hub.url + "/v1/events", content=body, headers={**ARROW, "authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        writer = open_writer(model="tokened", hub=hub.url, spool_dir=str(tmp_path / "spool"), flush_interval_ms=20)
+        writer.start()
+        for i in range(50):
+            writer.submit(Event(model="tokened", prediction=float(i)))
+        stats = writer.close(timeout=10.0)
+        assert stats.written == 50 and not stats.dropped
+    finally:
+        hub.stop()
+    rows = query_store(hub.store_url, "SELECT model, count() FROM inferences FINAL GROUP BY model")
+    assert rows == [["tokened", 50]]
+
+
+def test_the_hub_serves_no_page_that_loads_scripts_from_a_cdn(hub):
+    assert hub.get("/docs").status_code == 404 and hub.get("/redoc").status_code == 404

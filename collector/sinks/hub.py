@@ -3,6 +3,8 @@ process that owns the store (``driftwarden api``/``up``), for collectors that sh
 
 from __future__ import annotations
 
+import os
+
 import pyarrow as pa
 
 from collector.arrow import to_ipc
@@ -10,6 +12,15 @@ from collector.sinks import RejectedBatch
 
 CONTENT_TYPE = "application/vnd.apache.arrow.stream"
 PATH = "/v1/events"
+INGEST_TOKEN_ENV = "DRIFTWARDEN_INGEST_TOKEN"  # noqa: S105 (the variable's name, not a secret)
+
+
+def ingest_headers() -> dict[str, str]:
+    """The ``Authorization`` header for a hub that requires the ingest token, when one is set."""
+    token = os.environ.get(INGEST_TOKEN_ENV)
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
 # Answers about the batch itself, which sending it again cannot change. Other errors (404 of a
 # wrong hub URL, 401/403, 5xx, timeouts) are retried through the spool: fixing the cause delivers.
 _REFUSED_CONTENT = (400, 413, 415, 422)
@@ -27,13 +38,14 @@ class HubSink:
 
         self.url = hub.rstrip("/") + PATH
         self._http = httpx.Client(timeout=timeout_s, trust_env=False)
+        self._headers = {"content-type": CONTENT_TYPE, **ingest_headers()}
 
     def write(self, table: pa.Table) -> None:
         self.write_ipc(to_ipc(table))
 
     def write_ipc(self, body: bytes) -> None:
         """Send an already-encoded batch (the spool keeps batches encoded)."""
-        response = self._http.post(self.url, content=body, headers={"content-type": CONTENT_TYPE})
+        response = self._http.post(self.url, content=body, headers=self._headers)
         if response.status_code < 300:
             return
         message = f"hub {self.url} answered {response.status_code}: {response.text[:300]}"

@@ -38,14 +38,17 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def run(args: argparse.Namespace) -> int:
     import socket
+    import sys
 
     import uvicorn
 
     import storage
     from collector.hub_app import create_app
+    from detectors.api import create_router, load_settings
     from storage.migrate import applied
 
     host, port = parse_listen(args.listen)
+    api_settings = load_settings()  # before opening anything: a bad token list is a one-line error
     client = storage.connect(args.store, create_database=True)
     if not applied(client):
         storage.migrate(client)
@@ -60,6 +63,15 @@ def run(args: argparse.Namespace) -> int:
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     print(f"driftwarden api: store {storage.describe(args.store)}, listening on http://{shown}:{bound}", flush=True)
-    config = uvicorn.Config(create_app(client), log_level="warning", access_log=False)
+    app = create_app(client)
+    app.include_router(create_router(api_settings))  # drift reports and JSON API for model owners (detectors/api)
+    if not app.state.ingest_protected:
+        print(
+            "driftwarden api: the ingest endpoints are open to anyone who can reach this address; "
+            "set DRIFTWARDEN_INGEST_TOKEN to require a token",
+            file=sys.stderr,
+            flush=True,
+        )
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
     return 0

@@ -106,6 +106,7 @@ def _send_to_hub(hub: str, inferences, labels) -> None:
     import httpx
 
     from collector.arrow import to_ipc
+    from collector.sinks.hub import CONTENT_TYPE, ingest_headers
 
     base = hub.rstrip("/")
     if not base.startswith(("http://", "https://")):
@@ -118,7 +119,7 @@ def _send_to_hub(hub: str, inferences, labels) -> None:
                 body = to_ipc(rows.slice(start, HUB_CHUNK_ROWS))
                 try:
                     response = http.post(
-                        base + path, content=body, headers={"content-type": "application/vnd.apache.arrow.stream"}
+                        base + path, content=body, headers={"content-type": CONTENT_TYPE, **ingest_headers()}
                     )
                 except httpx.HTTPError as exc:
                     raise UserError(f"cannot reach the hub at {base}: {exc}; is `driftwarden api` running?") from None
