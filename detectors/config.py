@@ -330,8 +330,8 @@ def load(path: str | Path) -> Config:
     return parse(text, source=str(path))
 
 
-def parse(text: str, *, source: str = "configuration") -> Config:
-    """Validate a YAML document; raise :class:`UserError` with one line per problem."""
+def load_mapping(text: str, *, source: str, keys: str) -> dict:
+    """The YAML document ``text`` as a mapping; :class:`UserError` naming the line of a syntax error."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -339,7 +339,13 @@ def parse(text: str, *, source: str = "configuration") -> Config:
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         raise UserError(f"{source}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
-        raise UserError(f"{source}: expected a mapping of keys (store, window, models, ...), got {type(data).__name__}")
+        raise UserError(f"{source}: expected a mapping of keys ({keys}, ...), got {type(data).__name__}")
+    return data
+
+
+def parse(text: str, *, source: str = "configuration") -> Config:
+    """Validate a YAML document; raise :class:`UserError` with one line per problem."""
+    data = load_mapping(text, source=source, keys="store, window, models")
     try:
         config = Config.model_validate(data)
         problems = _consistency_problems(config)

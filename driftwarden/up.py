@@ -52,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from collector.config import CollectorConfig, parse_host_port
 from detectors.api.settings import ApiSettings
 from detectors.config import Config as DetectorsConfig
-from detectors.config import describe_error
+from detectors.config import describe_error, load_mapping
 from detectors.config import parse as parse_detectors
 from driftwarden.errors import UserError
 
@@ -100,14 +100,7 @@ def load(path: str | Path, *, store: str | None = None, env: dict[str, str] | No
 
 def parse(text: str, *, source: str = "configuration", store: str | None = None, env=None) -> UpConfig:
     """Validate an ``up`` YAML document: the detectors' keys, ``collectors:`` and ``api:``."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{source}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{source}: expected a mapping of keys (store, models, collectors, api, ...)")
+    data = load_mapping(text, source=source, keys="store, models, collectors, api")
     collectors_data = data.pop("collectors", None) or []
     api_data = data.pop("api", None) or {}
     detectors = parse_detectors(yaml.safe_dump(data, sort_keys=False), source=source)
