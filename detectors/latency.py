@@ -53,7 +53,7 @@ from clickhouse_connect.driver.client import Client
 
 from detectors.config import DEFAULT_COLLECTOR_ERROR_CLASSES, SLOConfig
 from detectors.provenance import code_version, content_hash, schema_version
-from detectors.window import Window, _micros
+from detectors.window import Window, micros
 
 UTC = dt.UTC
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
@@ -205,7 +205,7 @@ def _burn_counts(
 ) -> dict[str, dict[str, tuple[int, int]]]:
     """``{version: {lookback: (requests, bad)}}`` over the lookbacks ending at ``end``."""
     longest = max(delta for _, delta in LOOKBACKS)
-    end_us = _micros(end)
+    end_us = micros(end)
     bad = f"({failed} OR latency_ms > {{slo:Float64}})"
     columns = []
     for name, delta in LOOKBACKS:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from clickhouse_connect.driver.client import Client
 
 from detectors.provenance import code_version, content_hash, schema_version
-from detectors.window import Window, _micros
+from detectors.window import Window, micros
 
 UTC = dt.UTC
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
@@ -93,8 +93,8 @@ def label_states(
     """:func:`label_state` of many windows of one length in one query (windows without predictions are left out)."""
     if not windows:
         return {}
-    size = _micros(windows[0].end) - _micros(windows[0].start)
-    if any(_micros(w.end) - _micros(w.start) != size or _micros(w.start) % size for w in windows):
+    size = micros(windows[0].end) - micros(windows[0].start)
+    if any(micros(w.end) - micros(w.start) != size or micros(w.start) % size for w in windows):
         raise ValueError("label_states needs windows of one length, aligned to it")
     span = Window(min(w.start for w in windows), max(w.end for w in windows))
     rows = client.query(
@@ -106,7 +106,7 @@ def label_states(
         """,
         parameters={"m": model, "v": model_version or ""},
     ).result_rows
-    by_bucket = {_micros(w.start) // size: w for w in windows}
+    by_bucket = {micros(w.start) // size: w for w in windows}
     out: dict[Window, dict[str, tuple[int, int, int]]] = {}
     for bucket, version, n, k, x in rows:
         window = by_bucket.get(int(bucket))

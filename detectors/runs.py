@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.client import Client
 
 from detectors.provenance import code_version
-from detectors.window import Window, _micros
+from detectors.window import Window, micros
 
 UTC = dt.UTC
 
@@ -46,14 +46,14 @@ def completed(client: Client, detector: str, model: str, since: dt.datetime) -> 
         "SELECT DISTINCT toUnixTimestamp64Micro(current_start), toUnixTimestamp64Micro(current_end), input_hash "
         "FROM detector_runs WHERE detector = {d:String} AND model = {m:String} AND status = 'ok' "
         "AND current_end > fromUnixTimestamp64Micro({since:Int64}, 'UTC')",
-        parameters={"d": detector, "m": model, "since": _micros(since)},
+        parameters={"d": detector, "m": model, "since": micros(since)},
     ).result_rows
     return {(int(s), int(e), str(h)) for s, e, h in rows}
 
 
 def key(window: Window, input_hash: str) -> tuple[int, int, str]:
     """The key :func:`completed` returns for a window and input hash."""
-    return (_micros(window.start), _micros(window.end), input_hash)
+    return (micros(window.start), micros(window.end), input_hash)
 
 
 _COLUMNS = [

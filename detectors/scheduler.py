@@ -43,7 +43,7 @@ from detectors.performance import compute_performance, label_states, write_perfo
 from detectors.provenance import content_hash
 from detectors.reproducibility.consistency import compute_consistency, write_reproducibility
 from detectors.reproducibility.replay import compute_replay
-from detectors.window import Window, _micros
+from detectors.window import Window, micros
 
 UTC = dt.UTC
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
@@ -53,7 +53,7 @@ logger = logging.getLogger("driftwarden.detectors")
 def due_windows(length: dt.timedelta, now: dt.datetime, lag: dt.timedelta, count: int) -> list[Window]:
     """The ``count`` most recent windows aligned to ``length`` that ended by ``now - lag``, oldest first."""
     size = _micros_delta(length)
-    last_end_us = (_micros(now - lag) // size) * size
+    last_end_us = (micros(now - lag) // size) * size
     out = []
     for k in range(count, 0, -1):
         end_us = last_end_us - (k - 1) * size
@@ -174,7 +174,7 @@ class Scheduler:
             parameters={"m": model.name, "v": model.version or ""},
         ).result_rows
         buckets = {int(b) for (b,) in rows}
-        return {w for w in windows if _micros(w.start) // size in buckets}
+        return {w for w in windows if micros(w.start) // size in buckets}
 
     def _problem(self, detector: str, model: str, message: str) -> None:
         """A failure outside a window's run (the store cannot be read): logged, counted, reported by --once."""

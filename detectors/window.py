@@ -36,15 +36,16 @@ class Window:
     def sql(self, column: str = "ts") -> str:
         """A ClickHouse predicate selecting this window on ``column`` (microsecond precision)."""
         return (
-            f"{column} >= fromUnixTimestamp64Micro({_micros(self.start)}, 'UTC') "
-            f"AND {column} < fromUnixTimestamp64Micro({_micros(self.end)}, 'UTC')"
+            f"{column} >= fromUnixTimestamp64Micro({micros(self.start)}, 'UTC') "
+            f"AND {column} < fromUnixTimestamp64Micro({micros(self.end)}, 'UTC')"
         )
 
     def __str__(self) -> str:
         return f"{self.start.isoformat()}..{self.end.isoformat()}"
 
 
-def _micros(instant: dt.datetime) -> int:
+def micros(instant: dt.datetime) -> int:
+    """Microseconds since the epoch: how SQL parameters carry an instant without rounding."""
     delta = instant - dt.datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 

@@ -25,6 +25,9 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from storage.errors import StoreError
 from storage.url import StoreURL, parse, resolve
 
+# The driver logs a stack trace of its own before raising; the error it raises says it all.
+logging.getLogger("clickhouse_connect.driver._backend.http_sync").setLevel(logging.CRITICAL)
+
 _open_lock = threading.Lock()
 _embedded_path: str | None = None  # the directory this process's engine is bound to
 
@@ -112,9 +115,6 @@ def _holder_pid(status: str) -> str:
 
 
 def _connect_server(target: StoreURL, create_database: bool, settings: dict[str, Any]) -> Client:
-    # The driver logs a stack trace of its own before raising; the raised error says it all.
-    logging.getLogger("clickhouse_connect.driver._backend.http_sync").setLevel(logging.CRITICAL)
-
     def open_client(database: str) -> Client:
         try:
             return clickhouse_connect.get_client(

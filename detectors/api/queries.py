@@ -18,7 +18,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from detectors.api.auth import Principal
-from detectors.window import Window
+from detectors.window import Window, micros
 
 UTC = dt.UTC
 
@@ -44,13 +44,15 @@ def _between(within: Window | None) -> tuple[str, dict[str, Any]]:
     return (
         "current_start >= fromUnixTimestamp64Micro({w_start:Int64}, 'UTC') "
         "AND current_end <= fromUnixTimestamp64Micro({w_end:Int64}, 'UTC')",
-        {"w_start": _micros(within.start), "w_end": _micros(within.end)},
+        {"w_start": micros(within.start), "w_end": micros(within.end)},
     )
 
 
-def _micros(instant: dt.datetime) -> int:
-    delta = instant - dt.datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+def _model_filter(principal: Principal, model: str, within: Window | None) -> tuple[str, dict[str, Any]]:
+    """The WHERE predicate of a result table: the model, the principal's scope and the window bounds."""
+    where, params = scope(principal)
+    between, window_params = _between(within)
+    return f"model = {{m:String}} AND {where} AND {between}", {**params, **window_params, "m": model}
 
 
 def _rows(client: Client, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -116,22 +118,20 @@ def latest_drift(
     client: Client, principal: Principal, model: str, within: Window | None = None
 ) -> list[dict[str, Any]]:
     """The drift rows (features, predictions, dataset) of the model's latest analysed window inside ``within``."""
-    where, params = scope(principal)
-    between, window_params = _between(within)
-    params = {**params, **window_params}
+    where, params = _model_filter(principal, model, within)
     return _normalise(
         _rows(
             client,
             f"""
             SELECT {_DRIFT_COLUMNS}
             FROM drift_results FINAL
-            WHERE model = {{m:String}} AND {where} AND {between}
+            WHERE {where}
               AND current_end = (SELECT max(current_end) FROM drift_results
-                                 WHERE model = {{m:String}} AND {where} AND {between})
+                                 WHERE {where})
             ORDER BY computed_at DESC
             LIMIT 1 BY model_version, target, feature
             """,
-            {**params, "m": model},
+            params,
         )
     )
 
@@ -150,12 +150,10 @@ def drift_history(
 
     With ``until`` instead, the last windows that ended by then (the trend leading to a chosen window).
     """
-    where, params = scope(principal)
-    between, window_params = _between(within)
-    params = {**params, **window_params}
+    where, params = _model_filter(principal, model, within)
     if until is not None:
-        between += " AND current_end <= fromUnixTimestamp64Micro({until:Int64}, 'UTC')"
-        params["until"] = _micros(until)
+        where += " AND current_end <= fromUnixTimestamp64Micro({until:Int64}, 'UTC')"
+        params["until"] = micros(until)
     only = "AND feature = {f:String}" if feature is not None else ""
     return _normalise(
         _rows(
@@ -164,23 +162,21 @@ def drift_history(
             SELECT model_version, target, feature, method, statistic, p_value, threshold, drifted, persistent,
                    current_start, current_end, current_rows
             FROM drift_results FINAL
-            WHERE model = {{m:String}} AND {where} AND {between} {only}
+            WHERE {where} {only}
               AND current_end >= (SELECT min(e) FROM (SELECT DISTINCT current_end AS e FROM drift_results
-                                   WHERE model = {{m:String}} AND {where} AND {between}
+                                   WHERE {where}
                                    ORDER BY e DESC LIMIT {{n:UInt32}}))
             ORDER BY target, feature, current_start, computed_at DESC
             LIMIT 1 BY model_version, target, feature, current_start, current_end
             """,
-            {**params, "m": model, "f": feature or "", "n": limit_windows},
+            {**params, "f": feature or "", "n": limit_windows},
         )
     )
 
 
 def performance(client: Client, principal: Principal, model: str, within: Window | None = None) -> list[dict]:
     """Performance metrics per window and version, oldest first."""
-    where, params = scope(principal)
-    between, window_params = _between(within)
-    params = {**params, **window_params}
+    where, params = _model_filter(principal, model, within)
     return _normalise(
         _rows(
             client,
@@ -188,19 +184,17 @@ def performance(client: Client, principal: Principal, model: str, within: Window
             SELECT model_version, task, metric, value, current_start, current_end, predictions, labelled,
                    code_version, schema_version, input_hash
             FROM performance_results FINAL
-            WHERE model = {{m:String}} AND {where} AND {between}
+            WHERE {where}
             ORDER BY current_start, model_version, metric
             """,
-            {**params, "m": model},
+            params,
         )
     )
 
 
 def latency(client: Client, principal: Principal, model: str, within: Window | None = None) -> list[dict]:
     """Latency, errors and SLO per window and version, oldest first."""
-    where, params = scope(principal)
-    between, window_params = _between(within)
-    params = {**params, **window_params}
+    where, params = _model_filter(principal, model, within)
     return _normalise(
         _rows(
             client,
@@ -210,19 +204,17 @@ def latency(client: Client, principal: Principal, model: str, within: Window | N
                    latency_p99_ms, slo_latency_ms, slo_percentile, slo_attainment, burn_rate_1h, burn_rate_6h,
                    burn_rate_24h, burn_rate_30d, code_version, schema_version, input_hash
             FROM latency_results FINAL
-            WHERE model = {{m:String}} AND {where} AND {between}
+            WHERE {where}
             ORDER BY current_start, model_version
             """,
-            {**params, "m": model},
+            params,
         )
     )
 
 
 def latency_summary(client: Client, principal: Principal, model: str, within: Window | None = None) -> list[dict]:
     """Totals per version over every analysed window inside ``within`` (request-weighted SLO attainment)."""
-    where, params = scope(principal)
-    between, window_params = _between(within)
-    params = {**params, **window_params}
+    where, params = _model_filter(principal, model, within)
     return _normalise(
         _rows(
             client,
@@ -236,20 +228,18 @@ def latency_summary(client: Client, principal: Principal, model: str, within: Wi
                    if(n_requests > 0, sum(slo_attainment * requests) / n_requests, 1) AS slo_attainment_,
                    argMax(burn_rate_1h, current_end) AS burn_rate_1h_
             FROM latency_results FINAL
-            WHERE model = {{m:String}} AND {where} AND {between}
+            WHERE {where}
             GROUP BY model_version
             ORDER BY model_version
             """,
-            {**params, "m": model},
+            params,
         )
     )
 
 
 def reproducibility(client: Client, principal: Principal, model: str, within: Window | None = None) -> list[dict]:
     """Consistency and replay results per window, version and digest, oldest first."""
-    where, params = scope(principal)
-    between, window_params = _between(within)
-    params = {**params, **window_params}
+    where, params = _model_filter(principal, model, within)
     return _normalise(
         _rows(
             client,
@@ -257,10 +247,10 @@ def reproducibility(client: Client, principal: Principal, model: str, within: Wi
             SELECT model_version, model_digest, kind, current_start, current_end, checked, mismatches, rate,
                    tolerance, details, code_version, schema_version, input_hash
             FROM reproducibility_results FINAL
-            WHERE model = {{m:String}} AND {where} AND {between}
+            WHERE {where}
             ORDER BY current_start, model_version, kind
             """,
-            {**params, "m": model},
+            params,
         )
     )
 
@@ -274,9 +264,7 @@ def runs(
     limit: int = 200,
 ) -> list[dict]:
     """Detector runs of the model, newest first, with their errors."""
-    where, params = scope(principal)
-    between, window_params = _between(within)
-    params = {**params, **window_params}
+    where, params = _model_filter(principal, model, within)
     only = "AND status = {s:String}" if status else ""
     return _normalise(
         _rows(
@@ -285,11 +273,11 @@ def runs(
             SELECT run_id, detector, started_at, finished_at, duration_ms, status, error, current_start,
                    current_end, results, input_hash, code_version
             FROM detector_runs
-            WHERE model = {{m:String}} AND {where} AND {between} {only}
+            WHERE {where} {only}
             ORDER BY started_at DESC, detector
             LIMIT {{n:UInt32}}
             """,
-            {**params, "m": model, "s": status or "", "n": limit},
+            {**params, "s": status or "", "n": limit},
         )
     )
 

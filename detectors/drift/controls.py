@@ -6,11 +6,10 @@ from clickhouse_connect.driver.client import Client
 
 from detectors.drift import sql
 from detectors.drift.fdr import benjamini_hochberg
-from detectors.drift.profiles import micros
 from detectors.drift.report import FeatureDrift
 from detectors.drift.settings import DriftSettings
 from detectors.methods import METHODS
-from detectors.window import Window
+from detectors.window import Window, micros
 
 
 def control_false_positives(features: list[FeatureDrift], settings: DriftSettings) -> None:

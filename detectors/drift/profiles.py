@@ -12,15 +12,12 @@ rebuilt.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
 from detectors.drift import sql
-from detectors.window import Window
-
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+from detectors.window import Window, micros
 
 
 @dataclass(frozen=True)
@@ -62,12 +59,6 @@ def batches(names: list[str], rows_per_feature: int) -> list[list[str]]:
     """``names`` split so that each batch holds at most MAX_VALUES_PER_QUERY values (one feature at least)."""
     size = max(1, MAX_VALUES_PER_QUERY // max(1, rows_per_feature))
     return [names[i : i + size] for i in range(0, len(names), size)]
-
-
-def micros(instant: dt.datetime) -> int:
-    """Microseconds since the epoch: how SQL parameters carry a window bound without rounding."""
-    delta = instant - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def window_parameters(reference: Window) -> dict:
