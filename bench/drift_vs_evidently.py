@@ -9,6 +9,8 @@ Timed:
 
 * driftwarden, first run: builds the reference profiles (one ``INSERT ... SELECT``) and compares;
 * driftwarden, second run: reuses the stored profiles (what the scheduler does every window);
+  both windows are above ``exact_max_values``, so numeric features are compared on cells
+  (``detectors.drift.cells``) and the largest reported error bound is printed;
 * Evidently ``Report([DataDriftPreset()]).run(current, reference)`` on the frames already in memory.
 
 Verdicts and methods must be identical feature by feature; scores are compared with the
@@ -108,7 +110,10 @@ def main() -> int:
         second, t_second = timed(lambda: compute_drift(client, "bench", reference, current))
         assert second.input_hash == first.input_hash
         methods = sorted({f.method for f in first.features})
-        print(f"  driftwarden, profiles built:  {t_first:8.2f} s   methods {methods}")
+        paths = sorted({f.details.get("computation", "counts") for f in first.features})
+        bound = max(f.details.get("error_bound", 0.0) for f in first.features)
+        print(f"  driftwarden, profiles built:  {t_first:8.2f} s   methods {methods}, paths {paths}")
+        print(f"  largest reported error bound of a statistic: {bound:.2e}")
         print(f"  driftwarden, profiles reused: {t_second:8.2f} s")
         print(f"  drifted: {first.drifted_features} (dataset drift {first.dataset_drifted})")
         if not args.skip_evidently:
@@ -123,7 +128,9 @@ def main() -> int:
             print(f"  Evidently DataDriftPreset:    {t_evidently:8.2f} s")
             print(f"  ratio Evidently / driftwarden: {t_evidently / t_first:.1f}x (profiles built), "
                   f"{t_evidently / t_second:.1f}x (profiles reused)")  # fmt: skip
+            gap = max(abs(f.score - expected[f.feature][1]) for f in first.features)
             print(f"  verdicts identical: {not mismatches}; dataset share {first.dataset_drift_share} vs {share}")
+            print(f"  largest |driftwarden - Evidently| of a statistic: {gap:.2e}")
             for m in mismatches:
                 print("    mismatch", m)
         if args.big_rows:

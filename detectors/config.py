@@ -112,6 +112,9 @@ class DriftConfig(_Strict):
     drift_share: float | None = Field(default=None, gt=0, le=1)  # share of drifted features = dataset drift
     # chi-squared as a two-sample test of homogeneity instead of Evidently's goodness of fit
     chisquare_homogeneity: bool | None = None
+    # numeric features with more values than this (reference + current) are compared on cells
+    exact_max_values: int | None = Field(default=None, ge=0)
+    cell_resolution: float | None = Field(default=None, gt=0, le=0.1)  # cell width, in reference std
 
     @field_validator("thresholds")
     @classmethod

@@ -347,6 +347,8 @@ def drift_settings(drift: DriftConfig):
         ("bh", "fdr"),
         ("persistence", "persistence"),
         ("chisquare_homogeneity", "chisquare_homogeneity"),
+        ("exact_max_values", "exact_max_values"),
+        ("cell_resolution", "cell_resolution"),
     ):
         value = getattr(drift, ours)
         if value is not None:

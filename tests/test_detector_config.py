@@ -139,3 +139,16 @@ def test_the_two_sample_chi_squared_option_reaches_the_drift_settings():
 
     assert drift_settings(DriftConfig(chisquare_homogeneity=True)).chisquare_homogeneity is True
     assert drift_settings(DriftConfig()).chisquare_homogeneity is False
+
+
+def test_the_large_window_options_reach_the_drift_settings_and_are_bounded():
+    from pydantic import ValidationError
+
+    from detectors.config import DriftConfig
+
+    settings = drift_settings(DriftConfig(exact_max_values=50_000, cell_resolution=0.001))
+    assert (settings.exact_max_values, settings.cell_resolution) == (50_000, 0.001)
+    default = drift_settings(DriftConfig())
+    assert (default.exact_max_values, default.cell_resolution) == (200_000, 0.002)
+    with pytest.raises(ValidationError, match="less than or equal to 0.1"):
+        DriftConfig(cell_resolution=0.5)

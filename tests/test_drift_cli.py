@@ -128,3 +128,25 @@ def test_a_store_without_the_schema_says_to_migrate(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "run `driftwarden migrate`" in lines[0], lines
+
+
+@pytest.mark.timeout(120)
+def test_large_window_options_put_an_error_bound_beside_each_statistic_on_cells(store_url):
+    args = ("drift", "--store", store_url, "--model", "bikes", "--reference", JANUARY, "--current", FEB_WEEK)
+    result = run_cli(*args, "--exact-max-values", "0", "--feature", "temp", "--feature", "hum:numeric:wasserstein")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("feature"))
+    assert header.split()[:5] == ["feature", "type", "method", "statistic", "±"]
+    rows = {line.split()[0]: line.split() for line in lines[lines.index(header) + 1 :] if line.strip()}
+    assert rows["temp"][2] == "ks" and rows["hum"][2] == "wasserstein"
+    exact = run_cli(*args, "--format", "json", "--feature", "temp", "--feature", "hum:numeric:wasserstein")
+    truth = {f["feature"]: f["statistic"] for f in json.loads(exact.stdout)["features"]}
+    for name in ("temp", "hum"):  # the exact statistic lies within the printed bound (4 significant digits)
+        statistic, bound = float(rows[name][3]), float(rows[name][4])
+        assert abs(truth[name] - statistic) <= bound + 1e-3 * abs(truth[name]) + 1e-9, name
+    assert float(rows["hum"][4]) < 0.01
+    assert any("compared on cells" in line for line in lines)
+    refused = run_cli(*args, "--cell-resolution", "5")
+    assert refused.returncode == 2
+    assert "--cell-resolution: cell_resolution must be in (0, 0.1]" in refused.stderr

@@ -190,19 +190,24 @@ def test_reference_profile_is_stored_once_and_reused_until_the_reference_changes
     rng = np.random.default_rng(6)
     _load(store, {"x": rng.normal(size=500)}, {"x": rng.normal(size=400)}, {"c": ["a"] * 500}, {"c": ["b"] * 400})
     compute_drift(store, "synthetic", REF, CUR)
-    first = store.query("SELECT feature, created_at, profile_hash FROM reference_profiles ORDER BY feature").result_rows
+    profiles = "SELECT feature, created_at, profile_hash FROM reference_profiles WHERE feature_type != 'discovery'"
+    first = store.query(profiles + " ORDER BY feature").result_rows
     assert [r[0] for r in first] == ["feature/categorical/c", "feature/numeric/x"]
+    remembered = "SELECT rows, categories FROM reference_profiles FINAL WHERE feature = 'feature/discovered'"
+    assert store.query(remembered).result_rows == [(500, ["numeric/x", "categorical/c"])]
     compute_drift(store, "synthetic", REF, Window(CUR.start, CUR.end + dt.timedelta(hours=1)))
-    again = store.query("SELECT feature, created_at, profile_hash FROM reference_profiles ORDER BY feature").result_rows
+    again = store.query(profiles + " ORDER BY feature").result_rows
     assert again == first  # reused: no new profile rows
     insert(
         store, "synthetic", timestamps(T_REF + dt.timedelta(hours=1), 10), {"x": np.full(10, 9.0)}, {"c": ["a"] * 10}
     )
     compute_drift(store, "synthetic", REF, CUR)
     latest = store.query(
-        "SELECT feature, rows, profile_hash FROM reference_profiles FINAL ORDER BY feature"
+        "SELECT feature, rows, profile_hash FROM reference_profiles FINAL WHERE feature_type != 'discovery' "
+        "ORDER BY feature"
     ).result_rows
     assert [r[1] for r in latest] == [510, 510]
+    assert store.query(remembered).result_rows == [(510, ["numeric/x", "categorical/c"])]  # found again
     assert {r[2] for r in latest}.isdisjoint({r[2] for r in first})
 
 

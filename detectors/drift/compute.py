@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from clickhouse_connect.driver.client import Client
 
 from detectors import provenance
-from detectors.drift import sql
+from detectors.drift import cells, sql
 from detectors.drift.controls import control_false_positives, mark_persistence
 from detectors.drift.profiles import Profile, batches, ensure_profiles, prefix, window_parameters
 from detectors.drift.report import DriftReport, FeatureDrift
 from detectors.drift.selection import auto_method
 from detectors.drift.settings import DriftSettings, FeatureSpec
 from detectors.methods import METHODS, Counts, Support, get_method
+from detectors.methods.wasserstein import STD_FLOOR
 from detectors.window import Window
 from driftwarden.errors import UserError
 
@@ -52,7 +53,7 @@ def compute_drift(
     _check_model(client, model)
     reference_rows = _rows(client, source, reference, "reference")
     current_rows = _rows(client, source, current, "current")
-    specs = list(features) if features is not None else _discover(client, source, reference, target)
+    specs = list(features) if features is not None else _discover(client, source, reference, reference_rows, target)
     if not specs:
         raise UserError(f"the reference window {reference} of model {model!r} has no {target} values to compare")
     _check_specs(specs, target)
@@ -65,14 +66,12 @@ def compute_drift(
         if not kind_specs:
             continue
         names = [s.name for s in kind_specs]
-        profiles = ensure_profiles(
-            client, source, reference, target, kind, names, reference_rows, settings.max_categories
-        )
+        profiles = ensure_profiles(client, source, reference, target, kind, names, reference_rows, settings)
         for name, profile in profiles.items():
             profile_hashes[prefix(target, kind) + name] = profile.profile_hash
         if kind == "numeric":
             rows = _compare_numeric(
-                client, source, reference, current, target, kind_specs, settings, reference_rows, current_rows
+                client, source, reference, current, target, kind_specs, settings, profiles, current_rows
             )
         else:
             rows = _compare_categorical(client, source, current, target, names, settings)
@@ -120,15 +119,15 @@ def compute_drift(
 
 
 def _check_schema(client: Client) -> None:
-    """A store without the tables (or without migration 0004) gets a message saying to migrate it."""
+    """A store without the tables (or without migrations 0004 and 0005) gets a message saying to migrate it."""
     present = client.query(
         "SELECT count() FROM system.columns WHERE database = currentDatabase() "
         "AND (table, name) IN (('inferences', 'num_values'), ('reference_profiles', 'support_values'), "
-        "('drift_results', 'input_hash'))"
+        "('reference_profiles', 'cell_keys'), ('drift_results', 'input_hash'))"
     ).result_rows[0][0]
-    if present != 3:
+    if present != 4:
         raise UserError(
-            "this store's schema is missing or older than this driftwarden (no reference_profiles.support_values); "
+            "this store's schema is missing or older than this driftwarden (no reference_profiles.cell_keys); "
             "run `driftwarden migrate` with the same --store first"
         )
 
@@ -157,14 +156,35 @@ def _rows(client: Client, source: sql.Source, window: Window, name: str) -> int:
     return rows
 
 
-def _discover(client: Client, source: sql.Source, reference: Window, target: str) -> list[FeatureSpec]:
+def _discover(
+    client: Client, source: sql.Source, reference: Window, reference_rows: int, target: str
+) -> list[FeatureSpec]:
+    """Every feature (or output) seen in the reference window; found once per window and row count, then
+    remembered beside its profiles (finding them reads every event's names)."""
+    parameters = {
+        **source.parameters(),
+        **window_parameters(reference),
+        "profile_version": source.model_version or "",
+        "key": f"{target}/discovered",
+        "rows": reference_rows,
+    }
+    remembered = client.query(sql.remembered_features(), parameters=parameters).result_rows
+    if remembered:
+        found = [tuple(item.split("/", 1)) for item in remembered[0][0]]
+        return [FeatureSpec(name, kind) for kind, name in found]
     numeric, categorical, predictions, labels = client.query(
         sql.discover(source, reference), parameters=source.parameters()
     ).result_rows[0]
     if target == "prediction":
         specs = [FeatureSpec("prediction", "numeric")] if predictions else []
-        return specs + ([FeatureSpec("prediction_label", "categorical")] if labels else [])
-    return [FeatureSpec(n, "numeric") for n in numeric] + [FeatureSpec(n, "categorical") for n in categorical]
+        specs += [FeatureSpec("prediction_label", "categorical")] if labels else []
+    else:
+        specs = [FeatureSpec(n, "numeric") for n in numeric] + [FeatureSpec(n, "categorical") for n in categorical]
+    if specs:
+        client.command(
+            sql.remember_features(), parameters={**parameters, "features": [f"{s.kind}/{s.name}" for s in specs]}
+        )
+    return specs
 
 
 def _check_specs(specs: list[FeatureSpec], target: str) -> None:
@@ -191,42 +211,78 @@ def _compare_numeric(
     target: str,
     specs: list[FeatureSpec],
     settings: DriftSettings,
-    reference_rows: int,
+    profiles: dict[str, Profile],
     current_rows: int,
 ) -> dict[str, dict]:
+    """The comparison aggregates per feature: exactly over the sorted support while both windows hold at
+    most ``exact_max_values`` values together, over cells (:mod:`detectors.drift.cells`) above; plus
+    Sturges' bins for PSI and Jensen–Shannon on features with more than 20 reference values."""
     key_prefix = prefix(target, "numeric")
+
+    def parameters(names: list[str]) -> dict:
+        return {
+            **source.parameters(),
+            **window_parameters(reference),
+            "names": names,
+            "keys": [key_prefix + n for n in names],
+            "prefix_length": len(key_prefix),
+            "profile_version": source.model_version or "",
+            "max_values": settings.max_categories,
+        }
+
+    def add_bins(rows: dict[str, dict], query: str, names: list[str], extra: dict | None = None) -> None:
+        wanted = [n for n in names if n in binned and n in rows and int(rows[n]["reference_distinct"]) > 20]
+        if wanted:
+            params = {**parameters(wanted), **(extra(wanted) if extra else {})}
+            for row in client.query(query, parameters=params).named_results():
+                rows[row["name"]].update(row)
+
+    binned = {s.name for s in specs if s.method in ("psi", "jensenshannon")}
+    names = [s.name for s in specs if s.name in profiles]
+    on_cells = [
+        n for n in names if profiles[n].on_cells or profiles[n].values + current_rows > settings.exact_max_values
+    ]
+    exact = [n for n in names if n not in on_cells]
     rows: dict[str, dict] = {}
-    for batch in batches([s.name for s in specs], reference_rows + current_rows):
-        result = client.query(
-            sql.compare_numeric(source, current, target),
-            parameters={
-                **source.parameters(),
-                **window_parameters(reference),
-                "names": batch,
-                "keys": [key_prefix + n for n in batch],
-                "prefix_length": len(key_prefix),
-                "profile_version": source.model_version or "",
-                "max_values": settings.max_categories,
-            },
-        )
-        rows.update({row["name"]: row for row in result.named_results()})
-    binned = [s.name for s in specs if s.method in ("psi", "jensenshannon") and s.name in rows]
-    binned = [n for n in binned if int(rows[n]["reference_distinct"]) > 20]
-    if binned:
-        bins = client.query(
-            sql.sturges_bins(source, current, target),
-            parameters={
-                **source.parameters(),
-                **window_parameters(reference),
-                "names": binned,
-                "keys": [key_prefix + n for n in binned],
-                "prefix_length": len(key_prefix),
-                "profile_version": source.model_version or "",
-            },
-        )
-        for row in bins.named_results():
-            rows[row["name"]].update(row)
+    if exact:
+        for batch in batches(exact, max(profiles[n].values for n in exact) + current_rows):
+            result = client.query(sql.compare_numeric(source, current, target), parameters=parameters(batch))
+            rows.update({row["name"]: {**row, "computation": "exact"} for row in result.named_results()})
+        add_bins(rows, sql.sturges_bins(source, current, target), exact)
+    if on_cells:
+        grids = {n: profiles[n].grid(settings.cell_resolution) for n in on_cells}
+
+        def grid_parameters(names: list[str]) -> dict:
+            return {
+                "positions": list(range(1, len(names) + 1)),
+                "origins": [grids[n][0] for n in names],
+                "scales": [cells.TICKS / grids[n][1] for n in names],
+            }
+
+        query = cells.compare(source, current, target)
+        for row in client.query(
+            query, parameters={**parameters(on_cells), **grid_parameters(on_cells)}
+        ).named_results():
+            rows[row["name"]] = _cell_row(row, profiles[row["name"]], grids[row["name"]][1])
+        add_bins(rows, cells.sturges(source, current, target), on_cells, grid_parameters)
     return rows
+
+
+def _cell_row(row: dict, profile: Profile, width: float) -> dict:
+    """A cells comparison in the units of the exact one, with its error bounds (infinite when values were
+    clamped into the outermost cells)."""
+    clamped = int(row["clamped_cells"]) > 0
+    bound = (float(row["wasserstein_bound_cells"]) + 1 / cells.TICKS) * width
+    return {
+        **row,
+        "computation": "cells",
+        "cell_width": width,
+        "wasserstein": float(row["wasserstein_cells"]) * width,
+        "wasserstein_bound": math.inf if clamped else bound,
+        "ks_bound": math.inf if clamped else float(row["ks_bound"]),
+        "reference_min": profile.min,
+        "reference_max": profile.max,
+    }
 
 
 def _compare_categorical(
@@ -307,7 +363,10 @@ def _score_numeric(
         "reference_min": row["reference_min"],
         "reference_max": row["reference_max"],
         "reference_std": profile.std,
+        "computation": row["computation"],
     }
+    if row["computation"] == "cells":
+        details.update(_cell_details(row, profile, method))
     if impl.needs == "support":
         data = Support(nr, nc, float(row["ks_statistic"]), float(row["wasserstein"]), float(profile.std))
     elif method in ("psi", "jensenshannon") and int(row["reference_distinct"]) > 20 and "edges" in row:
@@ -353,6 +412,22 @@ def _score_numeric(
         verdict="drift" if score.drifted else "no drift",
         effect_size=score.effect_size,
     )
+
+
+def _cell_details(row: dict, profile: Profile, method: str) -> dict:
+    """How far a statistic computed on cells can be from the exact one, in the statistic's own units."""
+    details = {"cell_width": row["cell_width"], "cells": int(row["distinct_values"])}
+    if method == "wasserstein":
+        details["error_bound"] = row["wasserstein_bound"] / max(float(profile.std), STD_FLOOR)
+    elif method == "ks":
+        details["error_bound"] = row["ks_bound"]
+    elif "straddling" in row:
+        details["straddling_share"] = float(row["straddling"])
+    else:
+        details["mixed_cells"] = int(row["mixed_cells"])
+    if int(row["clamped_cells"]):
+        details["clamped"] = "values beyond 2^39 cells from the origin were clamped; the error is unbounded"
+    return details
 
 
 def _value_counts(ends: list) -> Counts:

@@ -8,6 +8,10 @@ in SQL over all of it. Every later drift run against that reference merges its
 current window with the stored profile instead of scanning the reference again.
 A profile whose row count no longer matches its window (late data arrived) is
 rebuilt.
+
+A numeric reference window of more than ``DriftSettings.exact_max_values`` rows is
+profiled on cells instead (:mod:`detectors.drift.cells`): counts and offset sums per
+cell of a fine grid, whatever the number of distinct values.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
-from detectors.drift import sql
+from detectors.drift import cells, sql
+from detectors.drift.settings import DriftSettings
 from detectors.window import Window, micros
 
 
@@ -27,17 +32,32 @@ class Profile:
     rows: int
     missing: int
     unique_values: int
+    mean: float
     std: float
     min: float
     max: float
     categories: tuple[str, ...]
     category_counts: tuple[int, ...]
     profile_hash: str
+    cell_resolution: float = 0.0
+    cell_origin: float = 0.0
+    cell_width: float = 0.0
 
     @property
     def values(self) -> int:
         """Rows that hold a value of the feature."""
         return self.rows - self.missing
+
+    @property
+    def on_cells(self) -> bool:
+        """A numeric profile kept as cells (large reference) rather than the exact sorted support."""
+        return self.cell_width > 0
+
+    def grid(self, resolution: float) -> tuple[float, float]:
+        """``(origin, width)`` of the cells the current window is counted in against this profile."""
+        if self.on_cells:
+            return self.cell_origin, self.cell_width
+        return cells.grid(self.mean, self.std, resolution)
 
 
 def prefix(target: str, kind: str) -> str:
@@ -73,28 +93,72 @@ def ensure_profiles(
     kind: str,
     names: list[str],
     reference_rows: int,
-    max_values: int,
+    settings: DriftSettings,
 ) -> dict[str, Profile]:
-    """The profiles of ``names``, built in ClickHouse for those missing or stale."""
+    """The profiles of ``names``, built in ClickHouse for those missing or stale.
+
+    A profile is stale when late rows changed its window's row count, or when it is not of
+    the form the settings ask for (exact support up to ``exact_max_values`` reference rows,
+    cells of ``cell_resolution`` above).
+    """
     key_prefix = prefix(target, kind)
-    profiles = _read(client, source, reference, key_prefix, names, max_values)
-    stale = [n for n in names if n not in profiles or profiles[n].rows != reference_rows]
+    profiles = _read(client, source, reference, key_prefix, names, settings.max_categories)
+    on_cells = kind == "numeric" and reference_rows > settings.exact_max_values
+
+    def fresh(p: Profile | None) -> bool:
+        if p is None or p.rows != reference_rows or (kind == "numeric" and p.on_cells != on_cells):
+            return False
+        return not on_cells or p.cell_resolution == settings.cell_resolution
+
+    stale = [n for n in names if not fresh(profiles.get(n))]
     if stale:
-        build = sql.build_numeric_profiles if kind == "numeric" else sql.build_categorical_profiles
-        for batch in batches(stale, reference_rows) if kind == "numeric" else [stale]:
-            client.command(
-                build(source, reference, target, key_prefix),
-                parameters={
-                    **source.parameters(),
-                    **window_parameters(reference),
-                    "names": batch,
-                    "rows": reference_rows,
-                    "prefix": key_prefix,
-                    "profile_version": source.model_version or "",
-                },
-            )
-        profiles = _read(client, source, reference, key_prefix, names, max_values)
+        parameters = {
+            **source.parameters(),
+            **window_parameters(reference),
+            "rows": reference_rows,
+            "prefix": key_prefix,
+            "profile_version": source.model_version or "",
+        }
+        if on_cells:
+            _build_cells(client, source, reference, target, stale, settings.cell_resolution, parameters)
+        else:
+            build = sql.build_numeric_profiles if kind == "numeric" else sql.build_categorical_profiles
+            for batch in batches(stale, reference_rows) if kind == "numeric" else [stale]:
+                client.command(build(source, reference, target, key_prefix), parameters={**parameters, "names": batch})
+        profiles = _read(client, source, reference, key_prefix, names, settings.max_categories)
     return profiles
+
+
+def _build_cells(
+    client: Client,
+    source: sql.Source,
+    reference: Window,
+    target: str,
+    names: list[str],
+    resolution: float,
+    parameters: dict,
+) -> None:
+    """Fix each feature's cell grid from the window's first events (from all of them for a feature those do
+    not hold), then profile the window on it in one scan."""
+    moments: dict[str, tuple[float, float]] = {}
+    for whole in (False, True):
+        missing = [n for n in names if n not in moments]
+        if missing:
+            query = cells.sample_moments(source, reference, target, whole)
+            rows = client.query(query, parameters={**source.parameters(), "names": missing}).result_rows
+            moments.update({name: (mean, std) for name, mean, std in rows})
+    grids = [cells.grid(*moments.get(n, (0.0, 0.0)), resolution) for n in names]
+    client.command(
+        cells.build_profiles(source, reference, target),
+        parameters={
+            **parameters,
+            "names": names,
+            "positions": list(range(1, len(names) + 1)),
+            "origins": [g[0] for g in grids],
+            "scales": [cells.TICKS / g[1] for g in grids],
+            "resolution": resolution,
+        },
+    )
 
 
 def _read(
@@ -111,9 +175,21 @@ def _read(
         },
     ).result_rows
     out = {}
-    for feature, kind, n, missing, unique, std, lo, hi, categories, counts, digest in rows:
+    for feature, kind, n, missing, unique, mean, std, lo, hi, categories, counts, digest, *grid in rows:
         name = feature[len(key_prefix) :]
         out[name] = Profile(
-            name, kind, int(n), int(missing), int(unique), std, lo, hi, tuple(categories), tuple(counts), digest
+            name,
+            kind,
+            int(n),
+            int(missing),
+            int(unique),
+            mean,
+            std,
+            lo,
+            hi,
+            tuple(categories),
+            tuple(counts),
+            digest,
+            *grid,
         )
     return out

@@ -69,6 +69,11 @@ class DriftSettings:
 
     Limits: ``max_categories`` — a categorical feature with more distinct values than this gets no
     verdict (counts per category would not be an aggregate any more).
+
+    Scale: ``exact_max_values`` — a numeric feature whose reference and current windows hold at
+    most this many values together is compared exactly over its sorted support (what scipy and
+    Evidently compute); above it, over cells of ``cell_resolution`` reference standard deviations,
+    with a computed bound on the error of each statistic (see :mod:`detectors.drift.cells`).
     """
 
     drift_share: float = 0.5
@@ -80,6 +85,8 @@ class DriftSettings:
     persistence: int = 1
     chisquare_homogeneity: bool = False
     max_categories: int = 10_000
+    exact_max_values: int = 200_000
+    cell_resolution: float = 0.002
 
     def __post_init__(self) -> None:
         if not 0 < self.drift_share <= 1:
@@ -99,6 +106,12 @@ class DriftSettings:
             raise ValueError(f"persistence must be >= 1 window, got {self.persistence}")
         if self.max_categories < 2:
             raise ValueError(f"max_categories must be >= 2, got {self.max_categories}")
+        if self.exact_max_values < 0:
+            raise ValueError(f"exact_max_values must be >= 0, got {self.exact_max_values}")
+        if not 0 < self.cell_resolution <= 0.1:
+            raise ValueError(
+                f"cell_resolution must be in (0, 0.1] reference standard deviations, got {self.cell_resolution}"
+            )
 
     def as_dict(self) -> dict:
         """The settings as plain data, for provenance hashes and JSON output."""
@@ -112,4 +125,6 @@ class DriftSettings:
             "persistence": self.persistence,
             "chisquare_homogeneity": self.chisquare_homogeneity,
             "max_categories": self.max_categories,
+            "exact_max_values": self.exact_max_values,
+            "cell_resolution": self.cell_resolution,
         }

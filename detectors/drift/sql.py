@@ -23,8 +23,6 @@ from detectors.window import Window
 # `+ 0.` folds -0.0 into 0.0, which ClickHouse would otherwise sort and group apart from 0.0.
 NUMERIC_FEATURE_PAIRS = "arrayZip(num_names, num_values)"
 NUMERIC_PREDICTION_PAIRS = "[('prediction', ifNull(prediction, nan))]"
-CATEGORICAL_FEATURE_PAIRS = "arrayZip(cat_names, cat_values)"
-CATEGORICAL_PREDICTION_PAIRS = "if(prediction_label = '', [], [('prediction_label', prediction_label)])"
 
 
 @dataclass(frozen=True)
@@ -45,28 +43,48 @@ class Source:
         return params
 
 
-def pairs(kind: str, target: str) -> str:
-    """The array of ``(name, value)`` pairs for ``kind`` (numeric|categorical) and ``target`` (feature|prediction)."""
-    if kind == "numeric":
-        return NUMERIC_PREDICTION_PAIRS if target == "prediction" else NUMERIC_FEATURE_PAIRS
-    return CATEGORICAL_PREDICTION_PAIRS if target == "prediction" else CATEGORICAL_FEATURE_PAIRS
+def pairs(target: str) -> str:
+    """The array of numeric ``(name, value)`` pairs of ``target`` (feature|prediction)."""
+    return NUMERIC_PREDICTION_PAIRS if target == "prediction" else NUMERIC_FEATURE_PAIRS
 
 
 def numeric_samples(source: Source, window: Window, target: str) -> str:
     """One row per finite value of a requested numeric feature in the window."""
     return f"""
         SELECT p.1 AS name, p.2 + 0. AS x
-        FROM inferences FINAL ARRAY JOIN {pairs("numeric", target)} AS p
+        FROM inferences FINAL ARRAY JOIN {pairs(target)} AS p
         WHERE {source.where(window)} AND has({{names:Array(String)}}, p.1) AND isFinite(p.2)"""
 
 
+# (names, values) of the categorical pairs an event holds, per target: an empty label is no label.
+CATEGORICAL_ARRAYS = {
+    "feature": ("cat_names", "cat_values"),
+    "prediction": (
+        "if(prediction_label = '', [], ['prediction_label'])",
+        "if(prediction_label = '', [], [prediction_label])",
+    ),
+}
+
+
 def categorical_counts(source: Source, window: Window, target: str) -> str:
-    """Rows per category per requested categorical feature in the window."""
+    """Rows per category per requested categorical feature in the window.
+
+    The feature's position among ``{names}`` comes from ``transform`` over the LowCardinality
+    names (evaluated once per distinct name), and the grouping is on that position, not the name.
+    """
+    names, values = CATEGORICAL_ARRAYS[target]
     return f"""
-        SELECT p.1 AS name, p.2 AS x, count() AS n
-        FROM inferences FINAL ARRAY JOIN {pairs("categorical", target)} AS p
-        WHERE {source.where(window)} AND has({{names:Array(String)}}, p.1)
-        GROUP BY name, x"""
+        SELECT {{names:Array(String)}}[position] AS name, x, n
+        FROM (
+            SELECT position, x, count() AS n
+            FROM (
+                SELECT toUInt64(transform(c, {{names:Array(String)}}, arrayEnumerate({{names:Array(String)}}), 0))
+                           AS position, x
+                FROM inferences FINAL ARRAY JOIN {names} AS c, {values} AS x
+                WHERE {source.where(window)} AND position > 0
+            )
+            GROUP BY position, x
+        )"""
 
 
 def _requested() -> str:
@@ -281,10 +299,10 @@ def compare_categorical(source: Source, current: Window, target: str) -> str:
 def read_profiles() -> str:
     """The stored profiles of a reference window, newest per feature."""
     return f"""
-        SELECT feature, feature_type, rows, missing, unique_values, std, min, max,
+        SELECT feature, feature_type, rows, missing, unique_values, mean, std, min, max,
                if(length(categories) <= {{max_values:UInt64}}, categories, []) AS categories,
                if(length(categories) <= {{max_values:UInt64}}, category_counts, []) AS category_counts,
-               profile_hash
+               profile_hash, cell_resolution, cell_origin, cell_width
         FROM reference_profiles FINAL
         WHERE {REFERENCE_MATCH} AND has({{keys:Array(String)}}, feature)"""
 
@@ -292,6 +310,27 @@ def read_profiles() -> str:
 def window_rows(source: Source, window: Window) -> str:
     """Rows of a window (the events a drift run reads)."""
     return f"SELECT count() FROM inferences FINAL WHERE {source.where(window)}"
+
+
+DISCOVERED = "discovery"  # feature_type of the row that remembers a reference window's features
+
+
+def remembered_features() -> str:
+    """The features found in a reference window by an earlier run, while its row count is unchanged."""
+    return f"""
+        SELECT categories FROM reference_profiles FINAL
+        WHERE {REFERENCE_MATCH} AND feature = {{key:String}} AND feature_type = '{DISCOVERED}'
+          AND rows = {{rows:UInt64}}"""
+
+
+def remember_features() -> str:
+    """Remember a reference window's features (``kind/name``) beside its profiles."""
+    return f"""
+        INSERT INTO reference_profiles (model, model_version, feature, feature_type, reference_start, reference_end,
+                                        rows, categories, profile_hash)
+        SELECT {{model:String}}, {{profile_version:String}}, {{key:String}}, '{DISCOVERED}', {REFERENCE_KEY},
+               {{rows:UInt64}}, {{features:Array(String)}},
+               lower(hex(SHA256(arrayStringConcat({{features:Array(String)}}, '\n'))))"""
 
 
 def discover(source: Source, window: Window) -> str:

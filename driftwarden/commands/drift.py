@@ -45,6 +45,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="analyse only this feature (repeatable); KIND numeric|categorical (default numeric), METHOD auto|"
         "ks|wasserstein|psi|jensenshannon|chisquare|ztest; default: every feature of the reference window",
     )
+    parser.add_argument(
+        "--exact-max-values",
+        type=int,
+        metavar="N",
+        help="compare a numeric feature exactly (sorting every value) up to N values in both windows together, "
+        "on cells with a reported error bound above (default 200000)",
+    )
+    parser.add_argument(
+        "--cell-resolution",
+        type=float,
+        metavar="R",
+        help="cell width above that limit, in reference standard deviations (default 0.002)",
+    )
     parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
     parser.add_argument("--save", action="store_true", help="also write the results to drift_results")
     parser.set_defaults(run=run)
@@ -81,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     reference = Window.parse(args.reference, name="--reference")
     current = Window.parse(args.current, name="--current")
     features = [parse_feature(f) for f in args.feature] if args.feature else None
+    settings = _settings(args)
     client = storage.connect(args.store)
     report = compute_drift(
         client,
@@ -90,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         features=features,
         model_version=args.model_version,
         target=args.target,
+        settings=settings,
     )
     if args.save:
         write_drift(client, report)
@@ -98,6 +113,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render_table(report))
     return 0
+
+
+def _settings(args: argparse.Namespace):
+    """The drift settings of the command line: Evidently's defaults, with the scale options given."""
+    from detectors.drift import DriftSettings
+    from driftwarden.errors import UserError
+
+    given = {
+        key: value
+        for key, value in (("exact_max_values", args.exact_max_values), ("cell_resolution", args.cell_resolution))
+        if value is not None
+    }
+    try:
+        return DriftSettings(**given)
+    except ValueError as exc:
+        raise UserError(f"--{str(exc).split(' ')[0].replace('_', '-')}: {exc}") from None
 
 
 def _number(value: float | None) -> str:
@@ -112,15 +143,20 @@ def _number(value: float | None) -> str:
 
 def render_table(report) -> str:
     """The report as an aligned text table, one line per feature, then the dataset verdict."""
-    header = ("feature", "type", "method", "statistic", "p_value", "threshold", "verdict", "missing", "ref_n", "cur_n")
+    # "±": the guaranteed error bound of a statistic computed on cells (large windows), when any is
+    bounded = any("error_bound" in f.details for f in report.features)
+    header = ("feature", "type", "method", "statistic", *(("±",) if bounded else ()), "p_value", "threshold")
+    header += ("verdict", "missing", "ref_n", "cur_n")
     rows = [header]
     for f in report.features:
+        bound = (_number(f.details.get("error_bound")),) if bounded else ()
         rows.append(
             (
                 f.feature,
                 f.feature_type,
                 f.method,
                 _number(f.statistic),
+                *bound,
                 _number(f.p_value),
                 _number(f.threshold),
                 f.verdict.upper() if f.drifted else f.verdict,
@@ -140,6 +176,10 @@ def render_table(report) -> str:
     for r in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     notes = [f"  {f.feature}: {f.note}" for f in report.features if f.note]
+    if bounded:
+        notes.append(
+            "  ±: windows above --exact-max-values are compared on cells; the statistic is within ± of the exact one"
+        )
     if notes:
         lines += ["", "notes:", *notes]
     analysed = sum(1 for f in report.features if f.verdict != "no verdict")
