@@ -186,3 +186,18 @@ def test_a_feature_the_first_events_lack_gets_cells_sized_from_the_whole_window(
         "SELECT cell_width FROM reference_profiles FINAL WHERE feature = 'feature/numeric/late'"
     ).result_rows
     assert math.isclose(width, 0.002 * np.std(late), rel_tol=0.01)  # not 0.002 x the 0.001 floor
+
+
+def test_a_far_outlier_after_the_first_events_keeps_the_reference_moments_exact(store):
+    rng = np.random.default_rng(10)
+    half_second = dt.timedelta(milliseconds=500)
+    ref = np.append(rng.normal(size=66_000), 1e7)  # 5e9 cells of 0.002 from the origin fixed by the first events
+    insert(store, "m", timestamps(T_REF, ref.size, half_second), {"x": ref})
+    insert(store, "m", timestamps(T_CUR, 3000), {"x": rng.normal(size=3000)})
+    f = compute_drift(store, "m", REF, CUR, settings=DriftSettings(exact_max_values=50_000)).features[0]
+    ((mean, std, hi),) = store.query(
+        "SELECT mean, std, max FROM reference_profiles FINAL WHERE feature = 'feature/numeric/x'"
+    ).result_rows
+    assert hi == 1e7
+    assert math.isclose(mean, ref.mean(), rel_tol=1e-6) and math.isclose(std, np.std(ref), rel_tol=1e-6)
+    assert f.details["computation"] == "cells" and math.isfinite(f.details["error_bound"])

@@ -157,9 +157,10 @@ def build_profiles(source: Source, window: Window, target: str) -> str:
                    arrayMap(e -> e.3, cells) AS ticks, arrayMap(e -> e.4, cells) AS ticks2,
                    arrayMap(e -> e.5, cells) AS los, arrayMap(e -> e.6, cells) AS his,
                    arraySum(counts) AS n,
-                   -- sum over the cell's values of z = k + u, and of z^2 = k^2 + 2 k u + u^2
-                   arraySum((k, c, t) -> k * c + (t + c / 2) / {TICKS}, keys, counts, ticks) / n AS ez,
-                   arraySum((k, c, t, t2) -> k * k * c + 2 * k * (t + c / 2) / {TICKS} + t2 / {TICKS},
+                   -- sum over the cell's values of z = k + u, and of z^2 = k^2 + 2 k u + u^2 (in Float64:
+                   -- k^2 of a far cell would overflow Int64)
+                   arraySum((k, c, t) -> toFloat64(k) * c + (t + c / 2) / {TICKS}, keys, counts, ticks) / n AS ez,
+                   arraySum((k, c, t, t2) -> toFloat64(k) * k * c + 2 * k * (t + c / 2) / {TICKS} + t2 / {TICKS},
                             keys, counts, ticks, ticks2) / n AS ez2
             FROM {_requested()}
             LEFT JOIN (
