@@ -321,16 +321,19 @@ class Config(_Strict):
         return out
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate the YAML configuration at ``path``; raise :class:`UserError` on any problem."""
-    path = Path(path)
+def read_file(path: str | Path) -> str:
+    """The text of a configuration file; :class:`UserError` when it is missing or unreadable."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"configuration file {path} does not exist") from None
     except OSError as exc:
         raise UserError(f"cannot read configuration file {path}: {exc.strerror}") from None
-    return parse(text, source=str(path))
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate the YAML configuration at ``path``; raise :class:`UserError` on any problem."""
+    return parse(read_file(path), source=str(path))
 
 
 def load_mapping(text: str, *, source: str, keys: str) -> dict:

@@ -52,9 +52,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from collector.config import CollectorConfig, parse_host_port
 from detectors.api.settings import ApiSettings
 from detectors.config import Config as DetectorsConfig
-from detectors.config import describe_error, load_mapping
+from detectors.config import describe_error, load_mapping, read_file
 from detectors.config import parse as parse_detectors
 from driftwarden.errors import UserError
+from driftwarden.listen import bind
 
 log = logging.getLogger("driftwarden.up")
 
@@ -88,14 +89,7 @@ class UpConfig:
 
 def load(path: str | Path, *, store: str | None = None, env: dict[str, str] | None = None) -> UpConfig:
     """Read and validate an ``up`` configuration file; :class:`UserError` names every bad key."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"configuration file {path} does not exist") from None
-    except OSError as exc:
-        raise UserError(f"cannot read configuration file {path}: {exc.strerror}") from None
-    return parse(text, source=str(path), store=store, env=env)
+    return parse(read_file(path), source=str(path), store=store, env=env)
 
 
 def parse(text: str, *, source: str = "configuration", store: str | None = None, env=None) -> UpConfig:
@@ -292,7 +286,7 @@ class Platform:
         import storage
 
         self._open_store()
-        api_socket = _bind(self.config.api.listen, self.api_listen_key)
+        api_socket = bind(self.config.api.listen, self.api_listen_key)
         self._start_detectors()
         self._start_writers()
         try:
@@ -491,21 +485,6 @@ def run(config: UpConfig) -> int:
         )
     print("driftwarden up: stopped", file=sys.stderr, flush=True)
     return 0
-
-
-def _bind(listen: str, key: str) -> socket.socket:
-    """A listening socket bound now, so a busy port fails at start and port 0 is resolved at once."""
-    host, port = parse_host_port(listen)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise UserError(f"cannot listen on {listen} ({key}): {exc.strerror}; choose another address") from None
-    sock.listen(1024)
-    return sock
 
 
 def _hostport(host: str, port: int) -> str:

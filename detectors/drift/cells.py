@@ -60,9 +60,6 @@ KEY_OFFSET = 1 << 39  # cell keys are shifted into [0, 2^40) inside the grouping
 FEATURE_STRIDE = 1 << 40  # one UInt64 grouping key: feature position * 2^40 + shifted cell key
 SAMPLE_EVENTS = 65_536  # events that fix a window's cell grid
 
-# (names, values) of the numeric pairs an event holds, per target.
-ARRAYS = {"feature": ("num_names", "num_values"), "prediction": ("['prediction']", "[ifNull(prediction, nan)]")}
-
 
 def grid(mean: float, std: float, resolution: float) -> tuple[float, float]:
     """``(origin, width)`` of the cells of a feature with this (estimated) mean and standard deviation."""
@@ -75,18 +72,21 @@ def grid(mean: float, std: float, resolution: float) -> tuple[float, float]:
 def sample_moments(source: Source, window: Window, target: str, whole: bool = False) -> str:
     """Mean and population standard deviation of each requested feature over the window's first events
     (over all of them with ``whole``, for a feature the first events do not hold)."""
-    names, values = ARRAYS[target]
+    names, values = sql.ARRAYS["numeric", target]
     first = "" if whole else f"ORDER BY ts, event_id LIMIT {SAMPLE_EVENTS}"
     return f"""
-        SELECT n AS name, avg(x) AS mean, stddevPop(x) AS std
+        SELECT {{names:Array(String)}}[position] AS name, mean, std
         FROM (
-            SELECT {names} AS names, {values} AS values
-            FROM inferences FINAL WHERE {source.where(window)}
-            {first}
-        )
-        ARRAY JOIN names AS n, values AS x
-        WHERE has({{names:Array(String)}}, n) AND isFinite(x)
-        GROUP BY n"""
+            SELECT {sql.position("n")} AS position, avg(x) AS mean, stddevPop(x) AS std
+            FROM (
+                SELECT {names} AS names, {values} AS values
+                FROM inferences FINAL WHERE {source.where(window)}
+                {first}
+            )
+            ARRAY JOIN names AS n, values AS x
+            WHERE position > 0 AND isFinite(x)
+            GROUP BY position
+        )"""
 
 
 def _fixed_point(value: str) -> str:
@@ -106,19 +106,18 @@ def window_cells(source: Source, window: Window, target: str, profile: bool = Fa
     the count, the offset ticks and the smallest value; with ``profile``, also the squared offsets and the
     largest value (a reference profile's moments and range).
 
-    One scan, one ``GROUP BY`` on a single UInt64 key (feature position and cell); the
-    feature's position comes from ``transform`` over the LowCardinality names, which
-    ClickHouse evaluates once per distinct name, not per value. Each aggregate costs a
-    pass over the window's values, so the current window keeps only those the comparison reads.
+    One scan, one ``GROUP BY`` on a single UInt64 key (feature position, :func:`sql.position`, and
+    cell). Each aggregate costs a pass over the window's values, so the current window keeps only
+    those the comparison reads.
     """
-    names, values = ARRAYS[target]
+    names, values = sql.ARRAYS["numeric", target]
     extra = f", sum(intDiv(t * t, {TICKS})) AS ticks2, max(v) AS hi" if profile else ""
     return f"""
         SELECT intDiv(key, {FEATURE_STRIDE}) AS f, toInt64(key % {FEATURE_STRIDE}) - {KEY_OFFSET} AS k,
                count() AS c, sum(t) AS ticks, min(v) AS lo{extra}
         FROM (
-            SELECT toUInt64(transform(n, {{names:Array(String)}}, {{positions:Array(UInt64)}}, 0)) AS position,
-                   x + 0. AS v, {_fixed_point("v")}, toUInt64(bitAnd(q, {TICKS - 1})) AS t,
+            SELECT {sql.position("n")} AS position, x + 0. AS v,
+                   {_fixed_point("v")}, toUInt64(bitAnd(q, {TICKS - 1})) AS t,
                    position * {FEATURE_STRIDE} + toUInt64(bitShiftRight(q, {TICK_BITS}) + {KEY_OFFSET}) AS key
             FROM inferences FINAL ARRAY JOIN {names} AS n, {values} AS x
             WHERE {source.where(window)} AND position > 0 AND isFinite(v)
@@ -184,7 +183,7 @@ def _reference_cells() -> str:
                min(v) AS lo, max(v) AS hi
         FROM (
             SELECT substring(feature, {{prefix_length:UInt64}} + 1) AS name, v, c,
-                   toUInt64(transform(name, {{names:Array(String)}}, {{positions:Array(UInt64)}}, 0)) AS position,
+                   {sql.position("name")} AS position,
                    {_fixed_point("v")}
             FROM reference_profiles FINAL ARRAY JOIN support_values AS v, support_counts AS c
             WHERE {REFERENCE_MATCH} AND feature_type = 'numeric' AND has({{keys:Array(String)}}, feature)

@@ -22,7 +22,7 @@ from detectors.drift.profiles import Profile, batches, ensure_profiles, prefix, 
 from detectors.drift.report import DriftReport, FeatureDrift
 from detectors.drift.selection import auto_method
 from detectors.drift.settings import DriftSettings, FeatureSpec
-from detectors.methods import METHODS, Counts, Support, get_method
+from detectors.methods import METHODS, Counts, Score, Support, get_method
 from detectors.methods.wasserstein import STD_FLOOR
 from detectors.window import Window
 from driftwarden.errors import UserError
@@ -254,7 +254,6 @@ def _compare_numeric(
 
         def grid_parameters(names: list[str]) -> dict:
             return {
-                "positions": list(range(1, len(names) + 1)),
                 "origins": [grids[n][0] for n in names],
                 "scales": [cells.TICKS / grids[n][1] for n in names],
             }
@@ -390,22 +389,38 @@ def _score_numeric(
     else:
         data = _value_counts(row["ends"])
     if isinstance(data, Counts):
-        details["keys"] = list(data.keys)
-        details["reference_counts"] = list(data.reference)
-        details["current_counts"] = list(data.current)
+        details.update(_count_details(data))
     score = impl.score(data, threshold)
+    return _verdict(spec, score, missing_share, int(row["out_of_range"]) / nc, [], nr, nc, details)
+
+
+def _count_details(data: Counts) -> dict:
+    return {"keys": list(data.keys), "reference_counts": list(data.reference), "current_counts": list(data.current)}
+
+
+def _verdict(
+    spec: FeatureSpec,
+    score: Score,
+    missing_share: float,
+    out_of_range_share: float,
+    new_categories: list[str],
+    nr: int,
+    nc: int,
+    details: dict,
+) -> FeatureDrift:
+    """The result of a scored feature (before the false-positive controls)."""
     return FeatureDrift(
         feature=spec.name,
-        feature_type="numeric",
-        method=method,
+        feature_type=spec.kind,
+        method=score.method,
         statistic=score.statistic,
         p_value=score.p_value,
-        threshold=threshold,
+        threshold=score.threshold,
         drifted=score.drifted,
         persistent=False,
         missing_share=missing_share,
-        out_of_range_share=int(row["out_of_range"]) / nc,
-        new_categories=[],
+        out_of_range_share=out_of_range_share,
+        new_categories=new_categories,
         reference_rows=nr,
         current_rows=nc,
         details=details,
@@ -469,29 +484,8 @@ def _score_categorical(
     )
     new = [k for k in keys if k not in reference]
     score = _method(method, settings).score(data, threshold)
-    return FeatureDrift(
-        feature=spec.name,
-        feature_type="categorical",
-        method=method,
-        statistic=score.statistic,
-        p_value=score.p_value,
-        threshold=threshold,
-        drifted=score.drifted,
-        persistent=False,
-        missing_share=missing_share,
-        out_of_range_share=sum(int(current[k]) for k in new) / nc,
-        new_categories=new,
-        reference_rows=nr,
-        current_rows=nc,
-        details={
-            "reference_missing": profile.missing if profile else 0,
-            "keys": list(data.keys),
-            "reference_counts": list(data.reference),
-            "current_counts": list(data.current),
-        },
-        verdict="drift" if score.drifted else "no drift",
-        effect_size=score.effect_size,
-    )
+    details = {"reference_missing": profile.missing if profile else 0, **_count_details(data)}
+    return _verdict(spec, score, missing_share, sum(int(current[k]) for k in new) / nc, new, nr, nc, details)
 
 
 def _method(name: str, settings: DriftSettings):

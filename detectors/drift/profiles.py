@@ -153,7 +153,6 @@ def _build_cells(
         parameters={
             **parameters,
             "names": names,
-            "positions": list(range(1, len(names) + 1)),
             "origins": [g[0] for g in grids],
             "scales": [cells.TICKS / g[1] for g in grids],
             "resolution": resolution,
