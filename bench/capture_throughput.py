@@ -31,7 +31,7 @@ CAT = ["season", "weather", "region"]
 
 
 def make_events(n: int, model: str):
-    from collector.event import Event
+    from driftwarden.collector.event import Event
 
     rng = random.Random(7)
     t0 = 1_772_366_400_000_000
@@ -60,7 +60,7 @@ def count(client, model: str) -> int:
 
 
 def run_baseline(client, n: int, batch: int) -> float:
-    from collector.arrow import to_table
+    from driftwarden.collector.arrow import to_table
 
     model = f"baseline_{uuid.uuid4().hex[:6]}"
     events = make_events(n, model)
@@ -74,7 +74,7 @@ def run_baseline(client, n: int, batch: int) -> float:
 
 
 def run_pipeline(client, url: str, n: int, batch: int) -> tuple[float, float]:
-    from collector.writer import open_writer
+    from driftwarden.collector.writer import open_writer
 
     model = f"pipeline_{uuid.uuid4().hex[:6]}"
     events = make_events(n, model)
@@ -92,8 +92,8 @@ def run_pipeline(client, url: str, n: int, batch: int) -> tuple[float, float]:
 
 
 def run_capture_api(client, url: str, n: int, batch: int) -> float:
-    from collector import capture
-    from collector.writer import open_writer
+    from driftwarden.collector import capture
+    from driftwarden.collector.writer import open_writer
 
     model = f"capture_{uuid.uuid4().hex[:6]}"
     rng = random.Random(3)
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--store", default=None, help="directory of the embedded store (default: a fresh temp dir)")
     args = parser.parse_args()
 
-    import storage
+    from driftwarden import storage
 
     directory = args.store or tempfile.mkdtemp(prefix="dw-bench-capture-")
     shutil.rmtree(directory, ignore_errors=True)

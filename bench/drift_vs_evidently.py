@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 os.environ["DO_NOT_TRACK"] = "1"  # Evidently's telemetry switch (evidently/telemetry.py), before any import of it
 os.environ["EVIDENTLY_DISABLE_TELEMETRY"] = "1"
 
-import storage  # noqa: E402
-from detectors.drift import compute_drift  # noqa: E402
-from detectors.window import Window  # noqa: E402
+from driftwarden import storage  # noqa: E402
+from driftwarden.detectors.drift import compute_drift  # noqa: E402
+from driftwarden.detectors.window import Window  # noqa: E402
 from tests.drift_data import evidently_drift, insert_synthetic  # noqa: E402
 
 NUMERIC = 20

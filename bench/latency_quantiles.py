@@ -28,10 +28,10 @@ import time
 
 import numpy as np
 
-import storage
-from detectors.config import SLOConfig
-from detectors.latency import compute_latency
-from detectors.window import Window
+from driftwarden import storage
+from driftwarden.detectors.config import SLOConfig
+from driftwarden.detectors.latency import compute_latency
+from driftwarden.detectors.window import Window
 
 UTC = dt.UTC
 START = dt.datetime(2026, 3, 1, 10, tzinfo=UTC)

@@ -8,7 +8,7 @@ over a window holding a tenth of them and over all of them:
 * baseline: the mean of one numeric feature over the window (``FINAL``), the least a drift
   query of one feature reads;
 * ``window_counts``: count and the event-id fingerprint that keys the report cache;
-* ``one pass``: :func:`detectors.api.queries.sample`, top-n by hash over the window's rows;
+* ``one pass``: :func:`driftwarden.detectors.api.queries.sample`, top-n by hash over the window's rows;
 * ``two-step``: the ids of the top-n by hash first, then only those rows' features (the rows
   put in hash order afterwards, as a report needs).
 
@@ -32,10 +32,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import storage  # noqa: E402
-from detectors.api import queries  # noqa: E402
-from detectors.api.auth import Principal  # noqa: E402
-from detectors.window import Window  # noqa: E402
+from driftwarden import storage  # noqa: E402
+from driftwarden.auth import Principal  # noqa: E402
+from driftwarden.detectors.api import queries  # noqa: E402
+from driftwarden.detectors.window import Window  # noqa: E402
 
 UTC = dt.UTC
 T0 = dt.datetime(2024, 1, 1, tzinfo=UTC)
@@ -127,7 +127,7 @@ def main() -> None:
 
 
 def report_timings(client, sample_size: int, cache_dir: str) -> None:
-    from detectors.api.reports import build_report
+    from driftwarden.detectors.api.reports import build_report
 
     reference = Window(T0, T0 + dt.timedelta(days=1))
     current = Window(T0 + dt.timedelta(days=1), T0 + dt.timedelta(days=2))

@@ -1,6 +1,6 @@
 """The collector: a sidecar proxy that captures every inference into the store.
 
-``from collector import capture`` gives the in-process capture API (``collector.capture``);
+``from driftwarden.collector import capture`` gives the in-process capture API (``collector.capture``);
 it is imported on first use so that ``import collector`` stays cheap.
 """
 
@@ -12,5 +12,5 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name == "capture":
-        return importlib.import_module("collector.capture")
-    raise AttributeError(f"module 'collector' has no attribute {name!r}")
+        return importlib.import_module("driftwarden.collector.capture")
+    raise AttributeError(f"module 'driftwarden.collector' has no attribute {name!r}")

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from collector.metrics import REGISTRY
+from driftwarden.collector.metrics import REGISTRY
 
 
 @dataclass

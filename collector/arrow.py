@@ -18,7 +18,7 @@ from operator import attrgetter
 
 import pyarrow as pa
 
-from collector.event import Event
+from driftwarden.collector.event import Event
 
 _STR = pa.string()
 _F64 = pa.float64()

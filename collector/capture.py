@@ -2,7 +2,7 @@
 
 The module is callable, so both spellings work and stay cheap to import::
 
-    from collector import capture
+    from driftwarden.collector import capture
 
     capture.configure(model="bikes", store="chdb:///var/lib/driftwarden")   # once; optional (see below)
 
@@ -16,8 +16,8 @@ The module is callable, so both spellings work and stay cheap to import::
     @capture(model="bikes", features=lambda row: row)   # features: a dict, or a function of the call's arguments
     def predict(row: dict) -> float: ...
 
-Each call records one :class:`collector.event.Event` (``protocol='python'``, ``ts`` when the
-block started, ``latency_ms`` of the block) through the same :class:`collector.writer.Writer`
+Each call records one :class:`driftwarden.collector.event.Event` (``protocol='python'``, ``ts`` when the
+block started, ``latency_ms`` of the block) through the same :class:`driftwarden.collector.writer.Writer`
 as the proxy: batched, off the calling thread, spooled when the sink is down. When the block
 or the function raises, the event records ``error_class`` (the exception's type name) and
 the exception propagates unchanged. A decorated ``async def`` is awaited and timed.
@@ -28,7 +28,7 @@ anything else a categorical one (``str(value)``); ``None`` values are skipped. W
 its keyword arguments.
 
 Writer: :func:`configure` sets it (``store=``/``hub=``/``spool_dir=``... as
-:func:`collector.writer.open_writer`, or ``writer=`` an existing one). Without it, the
+:func:`driftwarden.collector.writer.open_writer`, or ``writer=`` an existing one). Without it, the
 first capture opens one from ``$DRIFTWARDEN_HUB`` (a hub URL) or else ``$DRIFTWARDEN_STORE``.
 :func:`shutdown` flushes it; it also runs at interpreter exit.
 
@@ -51,7 +51,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from collector.event import Event
+from driftwarden.collector.event import Event
 
 HUB_ENV = "DRIFTWARDEN_HUB"
 
@@ -71,13 +71,13 @@ def configure(
 ):
     """Set the writer (and the default model) that captures use; returns the started writer.
 
-    ``writer`` is an existing :class:`collector.writer.Writer` (started here if it is not);
-    otherwise one is opened with :func:`collector.writer.open_writer` (``store``, ``hub``,
+    ``writer`` is an existing :class:`driftwarden.collector.writer.Writer` (started here if it is not);
+    otherwise one is opened with :func:`driftwarden.collector.writer.open_writer` (``store``, ``hub``,
     ``spool_dir`` and ``writer_options`` such as ``batch_events``). A writer configured
     before is closed (flushed) first.
     """
     global _writer, _default_model
-    from collector.writer import open_writer
+    from driftwarden.collector.writer import open_writer
 
     if writer is None:
         writer = open_writer(model=model or "python", store=store, hub=hub, spool_dir=spool_dir, **writer_options)
@@ -104,7 +104,7 @@ def _current_writer():
     global _writer
     with _lock:
         if _writer is None:
-            from collector.writer import open_writer
+            from driftwarden.collector.writer import open_writer
 
             hub = os.environ.get(HUB_ENV) or None
             _writer = open_writer(model=_default_model or "python", hub=hub).start()
@@ -314,7 +314,7 @@ def _is_number(value: Any) -> bool:
 
 
 class _CallableModule(types.ModuleType):
-    """Lets ``from collector import capture`` be called directly: ``capture(...)`` is :func:`capture`."""
+    """Lets ``from driftwarden.collector import capture`` be called directly: ``capture(...)`` is :func:`capture`."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Capture:
         return capture(*args, **kwargs)

@@ -11,10 +11,10 @@ import os
 
 from fastapi import Depends, FastAPI
 
-from collector.ingest import router as ingest_router
-from collector.ingest import store_lock
-from collector.sinks.hub import INGEST_TOKEN_ENV
-from detectors.api.auth import bearer_guard
+from driftwarden.auth import bearer_guard
+from driftwarden.collector.ingest import router as ingest_router
+from driftwarden.collector.ingest import store_lock
+from driftwarden.collector.sinks.hub import INGEST_TOKEN_ENV
 
 
 def create_app(client, *, ingest_token: str | None = None) -> FastAPI:

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
-from collector.arrow import GROUND_TRUTH_SCHEMA, REQUIRED, SCHEMA, from_ipc
+from driftwarden.collector.arrow import GROUND_TRUTH_SCHEMA, REQUIRED, SCHEMA, from_ipc
 
 log = logging.getLogger(__name__)
 

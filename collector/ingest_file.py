@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collector.arrow import GROUND_TRUTH_SCHEMA, SCHEMA
+from driftwarden.collector.arrow import GROUND_TRUTH_SCHEMA, SCHEMA
 from driftwarden.errors import UserError
 
 # Namespace of the uuid5 event ids that ingest derives; fixed forever so re-ingesting matches.

@@ -25,15 +25,15 @@ import zlib
 from collections import Counter
 from typing import Any, Protocol
 
-from collector import metrics
-from collector.config import CollectorConfig
-from collector.event import Event
-from collector.exchange import Exchange
-from collector.processors.redaction import Redactor
-from collector.processors.sampling import PayloadSampler
-from collector.processors.truncation import cap_text, decode_capped
-from collector.receivers import Captured, Selector, select
-from collector.receivers.unknown import UnknownReceiver
+from driftwarden.collector import metrics
+from driftwarden.collector.config import CollectorConfig
+from driftwarden.collector.event import Event
+from driftwarden.collector.exchange import Exchange
+from driftwarden.collector.processors.redaction import Redactor
+from driftwarden.collector.processors.sampling import PayloadSampler
+from driftwarden.collector.processors.truncation import cap_text, decode_capped
+from driftwarden.collector.receivers import Captured, Selector, select
+from driftwarden.collector.receivers.unknown import UnknownReceiver
 
 log = logging.getLogger("driftwarden.collector")
 

@@ -57,10 +57,10 @@ from aiohttp.web_request import BaseRequest
 from multidict import CIMultiDict, istr
 from yarl import URL
 
-from collector import metrics
-from collector.config import CollectorConfig
-from collector.exchange import Exchange
-from collector.pipeline import Pipeline
+from driftwarden.collector import metrics
+from driftwarden.collector.config import CollectorConfig
+from driftwarden.collector.exchange import Exchange
+from driftwarden.collector.pipeline import Pipeline
 
 log = logging.getLogger("driftwarden.collector")
 

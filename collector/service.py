@@ -15,17 +15,17 @@ import signal
 import sys
 from collections.abc import Callable
 
-from collector.admin import Admin, Readiness
-from collector.config import CollectorConfig
-from collector.pipeline import EventSink, Pipeline
-from collector.proxy import Proxy
+from driftwarden.collector.admin import Admin, Readiness
+from driftwarden.collector.config import CollectorConfig
+from driftwarden.collector.pipeline import EventSink, Pipeline
+from driftwarden.collector.proxy import Proxy
 
 log = logging.getLogger("driftwarden.collector")
 
 
 def run(config: CollectorConfig, *, announce: Callable[[str], None] | None = None, grace_s: float = 10.0) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status. ``announce`` gets the "listening" line."""
-    from collector.writer import open_writer
+    from driftwarden.collector.writer import open_writer
 
     store_client = _migrate_embedded_store(config)  # kept referenced: the engine closes with its last client
     writer = open_writer(
@@ -64,8 +64,8 @@ def _migrate_embedded_store(config: CollectorConfig):
     """
     if config.hub:
         return None
-    import storage
-    from storage.url import parse, resolve
+    from driftwarden import storage
+    from driftwarden.storage.url import parse, resolve
 
     if not parse(resolve(config.store)).embedded:
         return None

@@ -46,11 +46,11 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from collector import metrics
-from collector.arrow import from_ipc, to_ipc, to_table
-from collector.event import Event
-from collector.sinks import RejectedBatch
-from collector.spool import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, Spool
+from driftwarden.collector import metrics
+from driftwarden.collector.arrow import from_ipc, to_ipc, to_table
+from driftwarden.collector.event import Event
+from driftwarden.collector.sinks import RejectedBatch
+from driftwarden.collector.spool import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, Spool
 
 log = logging.getLogger(__name__)
 
@@ -457,12 +457,12 @@ def open_writer(
     if hub:
         if not hub.startswith(("http://", "https://")):
             raise UserError(f"hub URL {hub!r} must start with http:// or https://, e.g. http://127.0.0.1:8000")
-        from collector.sinks.hub import HubSink
+        from driftwarden.collector.sinks.hub import HubSink
 
         sink = HubSink(hub, timeout_s=sink_timeout_s)
     else:
-        from collector.sinks.store import StoreSink
-        from storage.url import parse, resolve
+        from driftwarden.collector.sinks.store import StoreSink
+        from driftwarden.storage.url import parse, resolve
 
         parse(resolve(store))  # a malformed URL is the user's mistake, reported now rather than spooled
         sink = StoreSink(store, timeout_s=sink_timeout_s)

@@ -22,8 +22,8 @@ from grafana_foundation_sdk.models.dashboard import (
     ValueMappingResult,
 )
 
-from dashboards.datasources import CLICKHOUSE, ClickHouseSql, Format
-from dashboards.variables import (
+from driftwarden.dashboards.datasources import CLICKHOUSE, ClickHouseSql, Format
+from driftwarden.dashboards.variables import (
     ROW_REPORT_URL,
     VERSION_FILTER,
     api_url,

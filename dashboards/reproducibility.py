@@ -15,8 +15,14 @@ from grafana_foundation_sdk.models.dashboard import (
     ThresholdsMode,
 )
 
-from dashboards.datasources import CLICKHOUSE, ClickHouseSql, Format
-from dashboards.variables import VERSION_FILTER, api_url, clickhouse_model, clickhouse_version, model_page_link
+from driftwarden.dashboards.datasources import CLICKHOUSE, ClickHouseSql, Format
+from driftwarden.dashboards.variables import (
+    VERSION_FILTER,
+    api_url,
+    clickhouse_model,
+    clickhouse_version,
+    model_page_link,
+)
 
 UID = "driftwarden-reproducibility"
 

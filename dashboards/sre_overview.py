@@ -18,8 +18,14 @@ from grafana_foundation_sdk.models.dashboard import (
     ThresholdsMode,
 )
 
-from dashboards.datasources import PROMETHEUS
-from dashboards.variables import api_url, model_page_link, prometheus_model, prometheus_version, time_range_link
+from driftwarden.dashboards.datasources import PROMETHEUS
+from driftwarden.dashboards.variables import (
+    api_url,
+    model_page_link,
+    prometheus_model,
+    prometheus_version,
+    time_range_link,
+)
 
 UID = "driftwarden-sre-overview"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.models.dashboard import DashboardLinkType, VariableRefresh, VariableSort
 
-from dashboards.datasources import CLICKHOUSE, PROMETHEUS
+from driftwarden.dashboards.datasources import CLICKHOUSE, PROMETHEUS
 
 ALL_VERSIONS = "__all"
 DEFAULT_API_URL = "http://localhost:8000"

@@ -24,8 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from detectors.methods import METHODS as DRIFT_METHODS
-from detectors.window import Window
+from driftwarden.detectors.methods import METHODS as DRIFT_METHODS
+from driftwarden.detectors.window import Window
 from driftwarden.errors import UserError
 
 DETECTORS = ("drift", "prediction_drift", "performance", "latency", "consistency", "replay")

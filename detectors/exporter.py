@@ -39,10 +39,10 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from detectors.latency import LatencyResult
-from detectors.performance import PerformanceResult
-from detectors.reproducibility.consistency import ReproducibilityResult
-from detectors.runs import Run
+from driftwarden.detectors.latency import LatencyResult
+from driftwarden.detectors.performance import PerformanceResult
+from driftwarden.detectors.reproducibility.consistency import ReproducibilityResult
+from driftwarden.detectors.runs import Run
 
 FEATURE = ["model", "model_version", "feature", "method"]
 VERSION = ["model", "model_version"]

@@ -51,9 +51,9 @@ from dataclasses import dataclass, field
 
 from clickhouse_connect.driver.client import Client
 
-from detectors.config import DEFAULT_COLLECTOR_ERROR_CLASSES, SLOConfig
-from detectors.provenance import code_version, content_hash, schema_version
-from detectors.window import Window, micros
+from driftwarden.detectors.config import DEFAULT_COLLECTOR_ERROR_CLASSES, SLOConfig
+from driftwarden.detectors.provenance import code_version, content_hash, schema_version
+from driftwarden.detectors.window import Window, micros
 
 UTC = dt.UTC
 QUANTILES = (0.5, 0.9, 0.95, 0.99)

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 
 from clickhouse_connect.driver.client import Client
 
-from detectors.provenance import code_version, content_hash, schema_version
-from detectors.window import Window, micros
+from driftwarden.detectors.provenance import code_version, content_hash, schema_version
+from driftwarden.detectors.window import Window, micros
 
 UTC = dt.UTC
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")

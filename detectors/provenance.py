@@ -15,8 +15,8 @@ import json
 import math
 from typing import Any
 
-from driftwarden import __version__
-from storage.migrate import latest_version
+from driftwarden.storage.migrate import latest_version
+from driftwarden.version import __version__
 
 
 def code_version() -> str:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
-from detectors.provenance import code_version
-from detectors.window import Window, micros
+from driftwarden.detectors.provenance import code_version
+from driftwarden.detectors.window import Window, micros
 
 UTC = dt.UTC
 

@@ -9,7 +9,7 @@ over ``performance.label_horizon`` instead, because labels arrive late.
 Idempotency: before computing, the scheduler derives the run's input hash
 (detector, model, version filter, window, the detector's settings; for
 performance also the label fingerprint of the window from
-:func:`detectors.performance.label_states`, one query for every window) and
+:func:`driftwarden.detectors.performance.label_states`, one query for every window) and
 skips the window when ``detector_runs`` already holds a successful run with
 that window and hash.
 So a restart, a second ``--once`` or an overlapping tick computes nothing
@@ -35,15 +35,15 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
-from detectors import runs
-from detectors.config import Config, DriftConfig, FeatureOverride, ModelConfig, format_duration
-from detectors.exporter import Exporter
-from detectors.latency import compute_latency, write_latency
-from detectors.performance import compute_performance, label_states, write_performance
-from detectors.provenance import content_hash
-from detectors.reproducibility.consistency import compute_consistency, write_reproducibility
-from detectors.reproducibility.replay import compute_replay
-from detectors.window import Window, micros
+from driftwarden.detectors import runs
+from driftwarden.detectors.config import Config, DriftConfig, FeatureOverride, ModelConfig, format_duration
+from driftwarden.detectors.exporter import Exporter
+from driftwarden.detectors.latency import compute_latency, write_latency
+from driftwarden.detectors.performance import compute_performance, label_states, write_performance
+from driftwarden.detectors.provenance import content_hash
+from driftwarden.detectors.reproducibility.consistency import compute_consistency, write_reproducibility
+from driftwarden.detectors.reproducibility.replay import compute_replay
+from driftwarden.detectors.window import Window, micros
 
 UTC = dt.UTC
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
@@ -266,7 +266,7 @@ class Scheduler:
         return self._drift_target(model, window, "prediction")
 
     def _drift_target(self, model: ModelConfig, window: Window, target: str) -> int:
-        from detectors.drift import compute_drift, write_drift
+        from driftwarden.detectors.drift import compute_drift, write_drift
 
         reference = self.config.resolve_reference(model).for_current(window)
         drift = self.config.drift_for(model)
@@ -337,7 +337,7 @@ class Scheduler:
 
 def drift_settings(drift: DriftConfig):
     """The :class:`~detectors.drift.DriftSettings` of a drift configuration (unset keys keep the defaults)."""
-    from detectors.drift import DriftSettings
+    from driftwarden.detectors.drift import DriftSettings
 
     kwargs: dict = {"thresholds": dict(drift.thresholds)}
     for ours, theirs in (
@@ -367,7 +367,7 @@ def _override(drift: DriftConfig, name: str, kind: str) -> tuple[str, float | No
 
 def feature_specs(client: Client, model: ModelConfig, drift: DriftConfig, reference: Window) -> list:
     """The features of ``model``: listed ones, then (with ``discover``) the others seen in the reference window."""
-    from detectors.drift import FeatureSpec
+    from driftwarden.detectors.drift import FeatureSpec
 
     assert model.features is not None
     kinds = {entry.name: entry.kind for entry in model.features.listed()}
@@ -391,8 +391,8 @@ def feature_specs(client: Client, model: ModelConfig, drift: DriftConfig, refere
 
 def prediction_specs(client: Client, model: ModelConfig, drift: DriftConfig, reference: Window) -> list | None:
     """The outputs to compare; None (the drift detector's own choice) unless a method or threshold is set."""
-    from detectors.drift import FeatureSpec
-    from detectors.methods import METHODS as DRIFT_METHODS
+    from driftwarden.detectors.drift import FeatureSpec
+    from driftwarden.detectors.methods import METHODS as DRIFT_METHODS
 
     override = drift.prediction
     if override.method is None and override.threshold is None:

@@ -1,8 +1,11 @@
-"""driftwarden: self-hosted monitoring and drift observability for models on your own infrastructure."""
+"""driftwarden: self-hosted monitoring and drift observability for models on your own infrastructure.
 
-from importlib.metadata import PackageNotFoundError, version
+One import package. Its layers, imported downward only (``tests/test_layout.py``):
 
-try:
-    __version__ = version("driftwarden")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0+unknown"
+- the command line and ``up`` (``driftwarden.cli``, ``.commands``, ``.up``, ``.demo``, ``.listen``);
+- the collector (``driftwarden.collector``) and the detectors (``driftwarden.detectors``);
+  the collector never imports the detectors;
+- the dashboards (``driftwarden.dashboards``);
+- the store (``driftwarden.storage``);
+- the shared bottom: ``driftwarden.errors``, ``driftwarden.version``, ``driftwarden.auth``.
+"""

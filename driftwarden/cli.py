@@ -12,8 +12,8 @@ import argparse
 import importlib
 import sys
 
-from driftwarden import __version__
 from driftwarden.errors import UserError
+from driftwarden.version import __version__
 
 COMMANDS = [
     "driftwarden.commands.migrate",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from collector.config import parse_host_port
+from driftwarden.collector.config import parse_host_port
 from driftwarden.errors import UserError
 
 

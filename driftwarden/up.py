@@ -49,11 +49,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from collector.config import CollectorConfig, parse_host_port
-from detectors.api.settings import ApiSettings
-from detectors.config import Config as DetectorsConfig
-from detectors.config import describe_error, load_mapping, read_file
-from detectors.config import parse as parse_detectors
+from driftwarden.collector.config import CollectorConfig, parse_host_port
+from driftwarden.detectors.api.settings import ApiSettings
+from driftwarden.detectors.config import Config as DetectorsConfig
+from driftwarden.detectors.config import describe_error, load_mapping, read_file
+from driftwarden.detectors.config import parse as parse_detectors
 from driftwarden.errors import UserError
 from driftwarden.listen import bind
 
@@ -147,7 +147,7 @@ def _collectors(data: Any, problems: list[str]) -> list[CollectorConfig]:
 
 
 def _api(data: Any, problems: list[str], env) -> ApiSection:
-    from detectors.api.auth import TOKENS_ENV, parse_tokens_env
+    from driftwarden.auth import TOKENS_ENV, parse_tokens_env
 
     if not isinstance(data, dict):
         problems.append("api: expected a mapping (listen, tokens, report_sample_size, ...)")
@@ -251,9 +251,15 @@ class Platform:
     # -- store --------------------------------------------------------------------------------
 
     def _open_store(self) -> None:
-        import storage
-        from storage.migrate import DEFAULT_RETENTION_DAYS, applied, apply_retention, latest_version, retention
-        from storage.url import parse, resolve
+        from driftwarden import storage
+        from driftwarden.storage.migrate import (
+            DEFAULT_RETENTION_DAYS,
+            applied,
+            apply_retention,
+            latest_version,
+            retention,
+        )
+        from driftwarden.storage.url import parse, resolve
 
         url = self.config.store_url
         self.embedded = parse(resolve(url)).embedded
@@ -275,7 +281,7 @@ class Platform:
         """A client for one more component: the shared one when embedded, a new connection otherwise."""
         if self.embedded:
             return self.client
-        import storage
+        from driftwarden import storage
 
         return storage.connect(self.config.store_url)
 
@@ -283,7 +289,7 @@ class Platform:
 
     def start(self) -> None:
         """Open the store, bind every listener, start the writers, the collectors, the API, the scheduler."""
-        import storage
+        from driftwarden import storage
 
         self._open_store()
         api_socket = bind(self.config.api.listen, self.api_listen_key)
@@ -316,8 +322,8 @@ class Platform:
         self.announce(f"  detectors: models {models}; {when}")
 
     def _start_detectors(self) -> None:
-        from detectors.exporter import Exporter
-        from detectors.scheduler import Scheduler
+        from driftwarden.detectors.exporter import Exporter
+        from driftwarden.detectors.scheduler import Scheduler
 
         self.exporter = Exporter()
         names = [m.name for m in self.config.detectors.models]
@@ -328,9 +334,9 @@ class Platform:
         self.scheduler = Scheduler(self.store_client(), self.config.detectors, self.exporter)
 
     def _start_writers(self) -> None:
-        from collector.sinks.store import StoreSink
-        from collector.spool import Spool
-        from collector.writer import Writer
+        from driftwarden.collector.sinks.store import StoreSink
+        from driftwarden.collector.spool import Spool
+        from driftwarden.collector.writer import Writer
 
         for config in self.config.collectors:
             # Embedded: the writer gets this process's client. Server: the sink opens (and reopens) its own.
@@ -348,7 +354,7 @@ class Platform:
     def _start_collectors(self) -> None:
         if not self.config.collectors:
             return
-        from collector.service import Collector, _new_loop
+        from driftwarden.collector.service import Collector, _new_loop
 
         loop = _new_loop()
         self._loop = loop
@@ -390,9 +396,9 @@ class Platform:
         from fastapi import Response
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        from collector.hub_app import create_app
-        from collector.metrics import REGISTRY as COLLECTOR_REGISTRY
-        from detectors.api import create_router
+        from driftwarden.collector.hub_app import create_app
+        from driftwarden.collector.metrics import REGISTRY as COLLECTOR_REGISTRY
+        from driftwarden.detectors.api import create_router
 
         app = create_app(self.store_client())
         app.include_router(create_router(self.config.api.settings))

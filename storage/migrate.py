@@ -17,8 +17,8 @@ from string import Template
 
 from clickhouse_connect.driver.client import Client
 
-from storage import cluster as cluster_ddl
-from storage.errors import StoreError
+from driftwarden.storage import cluster as cluster_ddl
+from driftwarden.storage.errors import StoreError
 
 DEFAULT_RETENTION_DAYS = 90
 # Raw data under the retention TTL, with the expression the TTL counts from.
@@ -69,7 +69,7 @@ def _strip_comments(sql: str) -> str:
 def available() -> list[Migration]:
     """Every migration shipped with this version, in order."""
     found = []
-    for entry in files("storage").joinpath("migrations").iterdir():
+    for entry in files("driftwarden.storage").joinpath("migrations").iterdir():
         match = _FILE.match(entry.name)
         if match:
             found.append(Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))

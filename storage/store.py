@@ -22,8 +22,8 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from storage.errors import StoreError
-from storage.url import StoreURL, parse, resolve
+from driftwarden.storage.errors import StoreError
+from driftwarden.storage.url import StoreURL, parse, resolve
 
 # The driver logs a stack trace of its own before raising; the error it raises says it all.
 logging.getLogger("clickhouse_connect.driver._backend.http_sync").setLevel(logging.CRITICAL)

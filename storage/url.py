@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from storage.errors import StoreError
+from driftwarden.storage.errors import StoreError
 
 DEFAULT_STORE = "chdb://driftwarden-data"
 STORE_ENV = "DRIFTWARDEN_STORE"

@@ -13,7 +13,7 @@ something to hide:
   prediction, so its configured prediction drift detector fails on every window: real
   failed runs in ``detector_runs``, with their error messages.
 
-The detector results are then computed by :class:`detectors.scheduler.Scheduler` (drift,
+The detector results are then computed by :class:`driftwarden.detectors.scheduler.Scheduler` (drift,
 prediction drift, performance, latency, consistency; weekly windows) exactly as ``driftwarden
 detectors --once`` would, so ``drift_results``, ``performance_results``, ``latency_results``,
 ``reproducibility_results`` and ``detector_runs`` hold what a deployment would hold.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-import storage
+from driftwarden import storage
 from tests.drift_data import bikeshare
 from tests.inference_rows import COLUMNS, event, insert_labels
 
@@ -87,8 +87,8 @@ class Populated:
 
 def populate(client) -> Populated:
     """Insert Jan-Feb 2011 traffic for ``bikes`` and ``scooters`` and run every configured detector once."""
-    from detectors.config import parse
-    from detectors.scheduler import Scheduler
+    from driftwarden.detectors.config import parse
+    from driftwarden.detectors.scheduler import Scheduler
 
     frame = bikeshare()
     frame = frame[frame["ts"] < "2011-03-01"].reset_index(drop=True)

@@ -29,10 +29,10 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
-import storage
-from collector.config import CollectorConfig
-from collector.service import Collector
-from collector.writer import open_writer
+from driftwarden import storage
+from driftwarden.collector.config import CollectorConfig
+from driftwarden.collector.service import Collector
+from driftwarden.collector.writer import open_writer
 
 ROOT = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"listening on http://([\d.]+):(\d+) .*?(?:; admin on http://([\d.]+):(\d+))?; model ")

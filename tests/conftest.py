@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import storage
+from driftwarden import storage
 
 ROOT = Path(__file__).resolve().parent.parent
 _counter = itertools.count()

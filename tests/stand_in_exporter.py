@@ -13,8 +13,8 @@ import time
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.registry import Collector
 
-from collector import metrics as collector_metrics
-from detectors.exporter import Exporter
+from driftwarden.collector import metrics as collector_metrics
+from driftwarden.detectors.exporter import Exporter
 
 MODEL = "bikeshare"
 VERSIONS = ("v1", "v2")

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 _SCRIPT = """
 import json, sys
-import storage
+from driftwarden import storage
 client = storage.connect(sys.argv[1])
 queries = json.loads(sys.argv[2])
 print(json.dumps({name: client.query(sql).result_rows for name, sql in queries.items()}, default=str))

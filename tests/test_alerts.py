@@ -264,8 +264,8 @@ def test_runbook_promql_parses(tmp_path: Path) -> None:
 
 def test_rules_and_runbooks_use_only_metrics_the_collector_and_detectors_export() -> None:
     """The contract with collector/metrics.py and detectors/exporter.py: no alert on a misspelt name."""
-    from collector import metrics
-    from detectors.exporter import Exporter
+    from driftwarden.collector import metrics
+    from driftwarden.detectors.exporter import Exporter
 
     families = {family.name for registry in (metrics.REGISTRY, Exporter().registry) for family in registry.collect()}
     text = "\n".join(path.read_text() for path in RULE_FILES)

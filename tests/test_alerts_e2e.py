@@ -28,8 +28,8 @@ import pytest
 import yaml
 from prometheus_client import Gauge, start_http_server
 
-from collector import metrics
-from detectors.exporter import Exporter
+from driftwarden.collector import metrics
+from driftwarden.detectors.exporter import Exporter
 from tests.test_alerts import ALERTS, RULE_FILES, tool
 
 DRIFT_LABELS = {"model": "bikeshare", "model_version": "v1", "feature": "temp", "method": "psi"}

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from collector.hub_app import create_app
-from detectors.api import ApiSettings, create_router
-from detectors.api.auth import TokenConfig
-from detectors.drift import compute_drift
-from detectors.window import Window
+from driftwarden.auth import TokenConfig
 from driftwarden.cli import main as cli_main
+from driftwarden.collector.hub_app import create_app
+from driftwarden.detectors.api import ApiSettings, create_router
+from driftwarden.detectors.drift import compute_drift
+from driftwarden.detectors.window import Window
 from tests.api_data import CURRENT, EMPTY, REFERENCE, populated_store
 from tests.drift_data import bikeshare
 
@@ -347,8 +347,8 @@ def test_report_command_rejects_an_unknown_model_and_an_empty_window_in_one_line
 
 
 def test_sample_is_deterministic_for_a_seed_and_changes_with_it(populated):
-    from detectors.api import queries
-    from detectors.api.auth import Principal
+    from driftwarden.auth import Principal
+    from driftwarden.detectors.api import queries
 
     client, _, _ = populated
     everyone = Principal("test")
@@ -383,7 +383,7 @@ def test_evidently_telemetry_is_off_once_the_reports_module_is_loaded():
 
 
 def test_report_command_on_a_store_without_schema_says_to_migrate(engine_dir, tmp_path, capsys):
-    import storage
+    from driftwarden import storage
 
     url = f"chdb://{engine_dir}?database=api_not_migrated"
     storage.connect(url, create_database=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from collector.hub_app import create_app
-from detectors.api import ApiSettings, create_router, load_settings, queries
-from detectors.api.auth import COOKIE, Authenticator, Principal, TokenConfig, parse_tokens_env
+from driftwarden.auth import COOKIE, Authenticator, Principal, TokenConfig, parse_tokens_env
+from driftwarden.collector.hub_app import create_app
+from driftwarden.detectors.api import ApiSettings, create_router, load_settings, queries
 from driftwarden.errors import UserError
 from tests.api_data import CURRENT, REFERENCE, populated_store
 
@@ -217,8 +217,8 @@ def test_without_any_configured_token_everything_is_closed_and_says_why(engine_d
 def test_bearer_guard_protects_ingest_with_its_own_token(engine_dir):
     from fastapi import Depends
 
-    from collector.ingest import router as ingest_router
-    from detectors.api.auth import bearer_guard
+    from driftwarden.auth import bearer_guard
+    from driftwarden.collector.ingest import router as ingest_router
 
     client, _, _ = populated_store(engine_dir)
     app = create_app(client)  # the ingest router is already in; mount it guarded under a prefix to check

@@ -1,4 +1,4 @@
-"""In-process capture (``from collector import capture``) through the writer into the real store."""
+"""In-process capture (``from driftwarden.collector import capture``) through the writer into the real store."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from collector import capture
-from collector.writer import open_writer
+from driftwarden.collector import capture
+from driftwarden.collector.writer import open_writer
 from tests.hub_process import ROOT
 
 
@@ -101,7 +101,7 @@ def test_a_capture_without_a_model_name_says_how_to_give_one():
 def test_importing_collector_does_not_import_the_capture_machinery():
     code = (
         "import sys, collector\n"
-        "assert 'collector.capture' not in sys.modules and 'pyarrow' not in sys.modules\n"
+        "assert 'driftwarden.collector.capture' not in sys.modules and 'pyarrow' not in sys.modules\n"
         "from collector import capture\n"
         "assert callable(capture) and callable(capture.configure)\n"
         "assert 'pyarrow' not in sys.modules, 'the writer is imported on first use'\n"

@@ -285,7 +285,7 @@ def llm_collector(llm, engine_dir):
 
 
 def _events(collector, where: str, expected: int) -> list[dict]:
-    import storage
+    from driftwarden import storage
 
     db = storage.connect(collector.store_url)
     sql = f"SELECT * FROM inferences FINAL WHERE model = 'chatbot' AND {where} ORDER BY ts"

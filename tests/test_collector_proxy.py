@@ -130,7 +130,7 @@ def collector(upstream, collector_store):
 
 @pytest.fixture(scope="module")
 def db(collector_store):
-    import storage
+    from driftwarden import storage
 
     return storage.connect(collector_store)
 

@@ -11,12 +11,12 @@ import json
 import math
 import time
 
-from collector.config import CollectorConfig, GenericConfig
-from collector.exchange import Exchange
-from collector.pipeline import Pipeline
-from collector.processors.hashing import canonical_hash
-from collector.processors.truncation import cap_text, decode_capped
-from collector.receivers import select
+from driftwarden.collector.config import CollectorConfig, GenericConfig
+from driftwarden.collector.exchange import Exchange
+from driftwarden.collector.pipeline import Pipeline
+from driftwarden.collector.processors.hashing import canonical_hash
+from driftwarden.collector.processors.truncation import cap_text, decode_capped
+from driftwarden.collector.receivers import select
 
 
 class _Events:

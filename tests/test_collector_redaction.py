@@ -12,7 +12,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from collector.processors.redaction import Redactor, iban_valid, luhn_valid
+from driftwarden.collector.processors.redaction import Redactor, iban_valid, luhn_valid
 from tests.collector_harness import AppServer, InProcessCollector, module_store_url, wait_for
 
 EMAIL = "jane.doe@example.org"
@@ -117,7 +117,7 @@ def test_email_and_card_never_reach_the_store_in_clear_and_counts_per_rule_are_e
         r = httpx.post(collector.url + "/v2/models/crm/infer", json=oip)
         assert r.status_code == 200 and CARD_DIGITS in r.text
 
-        import storage
+        from driftwarden import storage
 
         db = storage.connect(store_url)
 

@@ -10,11 +10,11 @@ import uuid
 
 import pytest
 
-from collector import metrics
-from collector.arrow import from_ipc, to_ipc, to_table
-from collector.event import Event
-from collector.spool import Spool, SpoolError
-from collector.writer import open_writer
+from driftwarden.collector import metrics
+from driftwarden.collector.arrow import from_ipc, to_ipc, to_table
+from driftwarden.collector.event import Event
+from driftwarden.collector.spool import Spool, SpoolError
+from driftwarden.collector.writer import open_writer
 from tests.hub_process import free_port, wait_for
 
 

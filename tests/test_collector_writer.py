@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
-from collector import metrics
-from collector.event import Event
-from collector.writer import open_writer
+from driftwarden.collector import metrics
+from driftwarden.collector.event import Event
+from driftwarden.collector.writer import open_writer
 from tests.hub_process import ROOT, Hub, free_port, query_store, wait_for
 
 

@@ -249,7 +249,7 @@ def test_clickhouse_passwords_come_from_the_compose_environment(config):
 
 
 def test_detectors_configuration_of_the_stack_is_valid():
-    from detectors.config import load
+    from driftwarden.detectors.config import load
 
     config = load(ROOT / "deploy" / "detectors.yaml")
     assert [m.name for m in config.models] == ["bikeshare"]
@@ -268,9 +268,9 @@ def _free_port() -> int:
 # process may already hold the session's engine (ClickHouse binds one directory per process).
 _READ_STORE = """
 import datetime as dt, json, sys
-import storage
-from dashboards import reproducibility
-from dashboards.variables import clickhouse_model, clickhouse_version
+from driftwarden import storage
+from driftwarden.dashboards import reproducibility
+from driftwarden.dashboards.variables import clickhouse_model, clickhouse_version
 from tests.grafana_sql import TimeRange, expand
 
 client = storage.connect(sys.argv[1])

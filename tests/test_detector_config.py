@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from detectors.config import load, parse, parse_duration
-from detectors.scheduler import drift_settings
-from detectors.window import Window
+from driftwarden.detectors.config import load, parse, parse_duration
+from driftwarden.detectors.scheduler import drift_settings
+from driftwarden.detectors.window import Window
 from driftwarden.errors import UserError
 from tests.conftest import ROOT, run_cli
 
@@ -134,8 +134,8 @@ def test_a_missing_configuration_file_is_a_user_error(tmp_path: Path):
 
 
 def test_the_two_sample_chi_squared_option_reaches_the_drift_settings():
-    from detectors.config import DriftConfig
-    from detectors.scheduler import drift_settings
+    from driftwarden.detectors.config import DriftConfig
+    from driftwarden.detectors.scheduler import drift_settings
 
     assert drift_settings(DriftConfig(chisquare_homogeneity=True)).chisquare_homogeneity is True
     assert drift_settings(DriftConfig()).chisquare_homogeneity is False
@@ -144,7 +144,7 @@ def test_the_two_sample_chi_squared_option_reaches_the_drift_settings():
 def test_the_large_window_options_reach_the_drift_settings_and_are_bounded():
     from pydantic import ValidationError
 
-    from detectors.config import DriftConfig
+    from driftwarden.detectors.config import DriftConfig
 
     settings = drift_settings(DriftConfig(exact_max_values=50_000, cell_resolution=0.001))
     assert (settings.exact_max_values, settings.cell_resolution) == (50_000, 0.001)

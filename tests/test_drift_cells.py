@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp, wasserstein_distance
 
-from detectors.drift import DriftSettings, FeatureSpec, compute_drift
-from detectors.window import Window
+from driftwarden.detectors.drift import DriftSettings, FeatureSpec, compute_drift
+from driftwarden.detectors.window import Window
 from tests.drift_data import insert, timestamps
 
 UTC = dt.UTC

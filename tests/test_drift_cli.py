@@ -20,7 +20,7 @@ FEB_WEEK = "2011-02-01T00:00:00Z..2011-02-08T00:00:00Z"
 LOAD = textwrap.dedent(
     """
     import sys
-    import storage
+    from driftwarden import storage
     from tests.drift_data import bikeshare, insert
     client = storage.connect(sys.argv[1], create_database=True)
     storage.migrate(client, retention_days=36500)

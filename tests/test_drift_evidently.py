@@ -16,9 +16,9 @@ import math
 import pandas as pd
 import pytest
 
-import storage
-from detectors.drift import compute_drift
-from detectors.window import Window
+from driftwarden import storage
+from driftwarden.detectors.drift import compute_drift
+from driftwarden.detectors.window import Window
 from tests.drift_data import bikeshare, employment, evidently_drift, insert
 
 UTC = dt.UTC

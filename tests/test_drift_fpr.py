@@ -16,8 +16,8 @@ import datetime as dt
 
 import pytest
 
-from detectors.drift import DriftSettings, FeatureSpec, compute_drift, write_drift
-from detectors.window import Window
+from driftwarden.detectors.drift import DriftSettings, FeatureSpec, compute_drift, write_drift
+from driftwarden.detectors.window import Window
 from tests.drift_data import insert_synthetic
 
 UTC = dt.UTC
@@ -39,7 +39,7 @@ HOMOGENEITY = DriftSettings(chisquare_homogeneity=True)
 @pytest.fixture(scope="module")
 def runs(engine_dir):
     """Each seed's report with two-sample tests and Benjamini–Hochberg, and with Evidently's chi-squared."""
-    import storage
+    from driftwarden import storage
 
     client = storage.connect(f"chdb://{engine_dir}?database=drift_fpr", create_database=True)
     storage.migrate(client, retention_days=36500)
@@ -103,7 +103,7 @@ def test_persistence_over_two_windows_removes_most_false_alarms(runs):
 
 
 def test_persistence_flags_a_real_shift_from_the_second_window_on(engine_dir):
-    import storage
+    from driftwarden import storage
 
     client = storage.connect(f"chdb://{engine_dir}?database=drift_persist", create_database=True)
     storage.migrate(client, retention_days=36500)
@@ -122,7 +122,7 @@ def test_persistence_flags_a_real_shift_from_the_second_window_on(engine_dir):
 
 
 def test_effect_size_floor_silences_significant_but_negligible_shifts(engine_dir):
-    import storage
+    from driftwarden import storage
 
     client = storage.connect(f"chdb://{engine_dir}?database=drift_floor", create_database=True)
     storage.migrate(client, retention_days=36500)
@@ -138,7 +138,7 @@ def test_effect_size_floor_silences_significant_but_negligible_shifts(engine_dir
 
 
 def test_minimum_sample_size_gives_no_verdict_and_says_so(engine_dir):
-    import storage
+    from driftwarden import storage
 
     client = storage.connect(f"chdb://{engine_dir}?database=drift_min_rows", create_database=True)
     storage.migrate(client, retention_days=36500)

@@ -20,16 +20,16 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chisquare, ks_2samp, norm, wasserstein_distance
 
-import detectors.drift.fdr
-import detectors.methods.chisquare
-import detectors.methods.jensenshannon
-import detectors.methods.ks
-import detectors.methods.psi
-import detectors.methods.wasserstein
-import detectors.methods.ztest
-from detectors.drift import DriftSettings, FeatureSpec, compute_drift, write_drift
-from detectors.methods import Support, get_method
-from detectors.window import Window
+import driftwarden.detectors.drift.fdr
+import driftwarden.detectors.methods.chisquare
+import driftwarden.detectors.methods.jensenshannon
+import driftwarden.detectors.methods.ks
+import driftwarden.detectors.methods.psi
+import driftwarden.detectors.methods.wasserstein
+import driftwarden.detectors.methods.ztest
+from driftwarden.detectors.drift import DriftSettings, FeatureSpec, compute_drift, write_drift
+from driftwarden.detectors.methods import Support, get_method
+from driftwarden.detectors.window import Window
 from tests.drift_data import insert, timestamps
 
 os.environ["DO_NOT_TRACK"] = "1"  # evidently's legacy stattests are imported below: no telemetry
@@ -55,13 +55,13 @@ def _one(store, spec: FeatureSpec, **kwargs):
 @pytest.mark.parametrize(
     "module",
     [
-        detectors.methods.ks,
-        detectors.methods.wasserstein,
-        detectors.methods.psi,
-        detectors.methods.jensenshannon,
-        detectors.methods.chisquare,
-        detectors.methods.ztest,
-        detectors.drift.fdr,
+        driftwarden.detectors.methods.ks,
+        driftwarden.detectors.methods.wasserstein,
+        driftwarden.detectors.methods.psi,
+        driftwarden.detectors.methods.jensenshannon,
+        driftwarden.detectors.methods.chisquare,
+        driftwarden.detectors.methods.ztest,
+        driftwarden.detectors.drift.fdr,
     ],
 )
 def test_method_docstring_examples_run(module):
@@ -266,7 +266,7 @@ def test_prediction_drift_compares_the_model_outputs(store):
 def test_benjamini_hochberg_equals_scipy():
     from scipy.stats import false_discovery_control
 
-    from detectors.drift.fdr import benjamini_hochberg
+    from driftwarden.detectors.drift.fdr import benjamini_hochberg
 
     p = np.random.default_rng(1).uniform(size=40) ** 3
     assert benjamini_hochberg(list(p)) == pytest.approx(list(false_discovery_control(p, method="bh")), rel=1e-12)

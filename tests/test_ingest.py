@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from collector.arrow import to_ipc, to_table
-from collector.event import Event
-from collector.hub_app import create_app
 from driftwarden.cli import main
+from driftwarden.collector.arrow import to_ipc, to_table
+from driftwarden.collector.event import Event
+from driftwarden.collector.hub_app import create_app
 from tests.conftest import run_cli
 from tests.hub_process import Hub, query_store
 
@@ -306,7 +306,7 @@ def test_the_hub_refuses_bad_ground_truth_and_inserts_nothing(hub, store, body, 
 
 @pytest.mark.timeout(120)
 def test_a_hub_with_an_ingest_token_refuses_anonymous_batches_and_takes_its_collectors(tmp_path, monkeypatch):
-    from collector.writer import open_writer
+    from driftwarden.collector.writer import open_writer
 
     monkeypatch.setenv("DRIFTWARDEN_INGEST_TOKEN", "ingest-s3cret-token")
     hub = Hub(tmp_path / "hub-store").start()  # inherits the token from the environment

@@ -7,9 +7,9 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from detectors.config import SLOConfig
-from detectors.latency import compute_latency, write_latency
-from detectors.window import Window
+from driftwarden.detectors.config import SLOConfig
+from driftwarden.detectors.latency import compute_latency, write_latency
+from driftwarden.detectors.window import Window
 from tests.inference_rows import event, insert_events
 
 UTC = dt.UTC

@@ -17,9 +17,9 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 import uvicorn
 
-from collector.hub_app import create_app
-from detectors.api import ApiSettings, create_router
-from detectors.api.auth import TokenConfig
+from driftwarden.auth import TokenConfig
+from driftwarden.collector.hub_app import create_app
+from driftwarden.detectors.api import ApiSettings, create_router
 from tests.api_data import CURRENT, REFERENCE, populated_store
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from detectors.performance import compute_performance, label_state, write_performance
-from detectors.window import Window
+from driftwarden.detectors.performance import compute_performance, label_state, write_performance
+from driftwarden.detectors.window import Window
 from tests.inference_rows import event, insert_events, insert_labels
 
 UTC = dt.UTC

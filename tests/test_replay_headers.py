@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
-from collector.exchange import Exchange
-from collector.proxy import _NOT_FORWARDED, EVENT_ID_HEADER, TIMESTAMP_HEADER
-from collector.receivers.base import base_event
+from driftwarden.collector.exchange import Exchange
+from driftwarden.collector.proxy import _NOT_FORWARDED, EVENT_ID_HEADER, TIMESTAMP_HEADER
+from driftwarden.collector.receivers.base import base_event
 
 ARRIVAL_US = 1_700_000_000_000_000
 HOUR_US = int(dt.datetime(2011, 2, 17, 13, tzinfo=dt.UTC).timestamp()) * 1_000_000

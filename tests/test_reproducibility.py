@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from detectors.config import ReplayConfig
-from detectors.reproducibility import compute_consistency, write_reproducibility
-from detectors.reproducibility.replay import Recorded, compare, compute_replay
-from detectors.window import Window
+from driftwarden.detectors.config import ReplayConfig
+from driftwarden.detectors.reproducibility import compute_consistency, write_reproducibility
+from driftwarden.detectors.reproducibility.replay import Recorded, compare, compute_replay
+from driftwarden.detectors.window import Window
 from tests.conftest import ROOT, run_cli
 from tests.inference_rows import event, insert_events
 

@@ -23,11 +23,11 @@ import pytest
 from prometheus_client import generate_latest
 from sklearn.linear_model import LinearRegression
 
-from detectors import config as detector_config
-from detectors.exporter import Exporter
-from detectors.scheduler import Scheduler, due_windows
-from detectors.window import Window
 from driftwarden.cli import main
+from driftwarden.detectors import config as detector_config
+from driftwarden.detectors.exporter import Exporter
+from driftwarden.detectors.scheduler import Scheduler, due_windows
+from driftwarden.detectors.window import Window
 from tests.conftest import ROOT, run_cli
 from tests.inference_rows import event, insert_events, insert_labels
 

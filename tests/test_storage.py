@@ -11,8 +11,8 @@ import uuid
 import pyarrow as pa
 import pytest
 
-import storage
-from storage.migrate import available, render_all, retention
+from driftwarden import storage
+from driftwarden.storage.migrate import available, render_all, retention
 from tests.conftest import run_cli
 
 UTC = dt.UTC

@@ -13,8 +13,8 @@ import argparse
 import time
 import uuid
 
-from collector.event import Event
-from collector.writer import open_writer
+from driftwarden.collector.event import Event
+from driftwarden.collector.writer import open_writer
 
 
 def main() -> None:

@@ -70,7 +70,7 @@ def features_hash(*columns: list) -> int:
     """UInt64 hash of parallel name/value lists whose numbers are already Python floats.
 
     The receivers' fast path for ``input_hash``/``output_hash``: the values
-    come out of :func:`collector.receivers.base.as_float`, so they need no
+    come out of :func:`driftwarden.collector.receivers.base.as_float`, so they need no
     normalisation (NaN is written as ``NaN``). Not interchangeable with
     :func:`canonical_hash`, which writes integral floats as integers.
     """

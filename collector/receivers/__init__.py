@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from collector.config import CollectorConfig
-from collector.exchange import Exchange
-from collector.receivers.base import Captured
-from collector.receivers.generic import GenericReceiver
-from collector.receivers.oip import OIPReceiver
-from collector.receivers.openai import OpenAIReceiver
-from collector.receivers.unknown import UnknownReceiver
+from driftwarden.collector.config import CollectorConfig
+from driftwarden.collector.exchange import Exchange
+from driftwarden.collector.receivers.base import Captured
+from driftwarden.collector.receivers.generic import GenericReceiver
+from driftwarden.collector.receivers.oip import OIPReceiver
+from driftwarden.collector.receivers.openai import OpenAIReceiver
+from driftwarden.collector.receivers.unknown import UnknownReceiver
 
 __all__ = ["Captured", "Receiver", "Selector", "select"]
 

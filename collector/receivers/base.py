@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.event import Event
-from collector.exchange import Exchange
+from driftwarden.collector.event import Event
+from driftwarden.collector.exchange import Exchange
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 

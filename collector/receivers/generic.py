@@ -18,10 +18,10 @@ import re
 import uuid
 from typing import Any
 
-from collector.config import GenericConfig
-from collector.exchange import Exchange
-from collector.processors.hashing import canonical_hash, features_hash
-from collector.receivers.base import Captured, as_float, base_event, parse_json
+from driftwarden.collector.config import GenericConfig
+from driftwarden.collector.exchange import Exchange
+from driftwarden.collector.processors.hashing import canonical_hash, features_hash
+from driftwarden.collector.receivers.base import Captured, as_float, base_event, parse_json
 
 _TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+|\*)\]")
 _MISSING = object()

@@ -39,10 +39,10 @@ import re
 import uuid
 from typing import Any
 
-from collector.event import Event
-from collector.exchange import Exchange
-from collector.processors.hashing import canonical_hash, features_hash
-from collector.receivers.base import Captured, as_float, base_event, flatten, parse_json
+from driftwarden.collector.event import Event
+from driftwarden.collector.exchange import Exchange
+from driftwarden.collector.processors.hashing import canonical_hash, features_hash
+from driftwarden.collector.receivers.base import Captured, as_float, base_event, flatten, parse_json
 
 INFER_PATH = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Any
 
-from collector.exchange import Exchange
-from collector.processors.hashing import canonical_hash
-from collector.receivers.base import Captured, base_event, parse_json
+from driftwarden.collector.exchange import Exchange
+from driftwarden.collector.processors.hashing import canonical_hash
+from driftwarden.collector.receivers.base import Captured, base_event, parse_json
 
 _ENDPOINTS = ("/chat/completions", "/completions", "/embeddings")
 _PROMPT_KEYS = ("messages", "prompt", "input")

@@ -6,9 +6,9 @@ requests can still be compared.
 
 from __future__ import annotations
 
-from collector.exchange import Exchange
-from collector.processors.hashing import bytes_hash
-from collector.receivers.base import Captured, base_event
+from driftwarden.collector.exchange import Exchange
+from driftwarden.collector.processors.hashing import bytes_hash
+from driftwarden.collector.receivers.base import Captured, base_event
 
 
 class UnknownReceiver:

@@ -7,8 +7,8 @@ import os
 
 import pyarrow as pa
 
-from collector.arrow import to_ipc
-from collector.sinks import RejectedBatch
+from driftwarden.collector.arrow import to_ipc
+from driftwarden.collector.sinks import RejectedBatch
 
 CONTENT_TYPE = "application/vnd.apache.arrow.stream"
 PATH = "/v1/events"

@@ -40,7 +40,7 @@ class StoreSink:
 
     def _connect(self):
         if self._client is None:
-            import storage
+            from driftwarden import storage
 
             client = storage.connect(self.url)
             _bound_write_time(client, self.timeout_s)
@@ -69,6 +69,6 @@ def _bound_write_time(client, timeout_s: float) -> None:
 
 
 def _embedded(url: str | None) -> bool:
-    from storage.url import parse, resolve
+    from driftwarden.storage.url import parse, resolve
 
     return parse(resolve(url)).embedded

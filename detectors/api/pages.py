@@ -16,8 +16,8 @@ from string import Template
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from detectors import provenance
-from detectors.api.reports import provenance_rows, regenerate_command
+from driftwarden.detectors import provenance
+from driftwarden.detectors.api.reports import provenance_rows, regenerate_command
 
 TEMPLATES = Path(__file__).with_name("templates")
 P_VALUE_METHODS = {"ks", "chisquare", "ztest"}  # drift when the score is below the threshold

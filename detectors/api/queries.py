@@ -17,8 +17,8 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from detectors.api.auth import Principal
-from detectors.window import Window, micros
+from driftwarden.auth import Principal
+from driftwarden.detectors.window import Window, micros
 
 UTC = dt.UTC
 

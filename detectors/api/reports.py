@@ -2,7 +2,7 @@
 
 A report is built from a random sample of at most ``sample_size`` events per window,
 drawn inside ClickHouse by ordering on ``cityHash64(event_id, seed)`` (see
-:func:`detectors.api.queries.sample`), so the same events and seed give the same sample.
+:func:`driftwarden.detectors.api.queries.sample`), so the same events and seed give the same sample.
 Evidently (``DataDriftPreset`` + ``DataSummaryPreset``) renders it; its HTML is
 self-contained (the UI bundle and icon font are inlined from the installed package: no
 CDN), and a provenance section is inserted at the top. Reports are cached under
@@ -33,10 +33,10 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from detectors import provenance
-from detectors.api import queries
-from detectors.api.auth import Principal
-from detectors.window import Window
+from driftwarden.auth import Principal
+from driftwarden.detectors import provenance
+from driftwarden.detectors.api import queries
+from driftwarden.detectors.window import Window
 
 # Before anything can import evidently: its telemetry reads these at every event (see the module docstring).
 os.environ["DO_NOT_TRACK"] = "1"

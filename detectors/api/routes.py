@@ -2,7 +2,7 @@
 
 Add it to the hub's FastAPI app (which holds the store client in ``app.state.store``)::
 
-    from detectors.api import create_router, load_settings
+    from driftwarden.detectors.api import create_router, load_settings
     app.include_router(create_router(load_settings()))
 
 Every route here requires a token (``Authorization: Bearer TOKEN``, or the HttpOnly cookie set
@@ -23,11 +23,11 @@ from urllib.parse import parse_qs, urlencode
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from detectors.api import pages, queries, schemas
-from detectors.api.auth import COOKIE, Authenticator, Principal, bearer
-from detectors.api.reports import NoData, build_report
-from detectors.api.settings import ApiSettings
-from detectors.window import Window
+from driftwarden.auth import COOKIE, Authenticator, Principal, bearer
+from driftwarden.detectors.api import pages, queries, schemas
+from driftwarden.detectors.api.reports import NoData, build_report
+from driftwarden.detectors.api.settings import ApiSettings
+from driftwarden.detectors.window import Window
 from driftwarden.errors import UserError
 
 logger = logging.getLogger("driftwarden.api")

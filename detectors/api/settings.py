@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from detectors.api.auth import TOKENS_ENV, TokenConfig, parse_tokens_env
+from driftwarden.auth import TOKENS_ENV, TokenConfig, parse_tokens_env
 from driftwarden.errors import UserError
 
 CONFIG_ENV = "DRIFTWARDEN_API_CONFIG"

@@ -1,6 +1,6 @@
 """Numeric drift over large windows: fine cells instead of the exact sorted support.
 
-The exact path (:mod:`detectors.drift.sql`) sorts every value of both windows, which is
+The exact path (:mod:`driftwarden.detectors.drift.sql`) sorts every value of both windows, which is
 what scipy and Evidently compute and what a window of a few hundred thousand values
 affords. Above ``DriftSettings.exact_max_values`` values, a feature is reduced in one
 scan to *cells*: the real line cut every ``width`` from an ``origin``, ``width`` being
@@ -48,10 +48,10 @@ from __future__ import annotations
 
 import math
 
-from detectors.drift import sql
-from detectors.drift.sql import REFERENCE_KEY, REFERENCE_MATCH, Source, _requested
-from detectors.methods.wasserstein import STD_FLOOR
-from detectors.window import Window
+from driftwarden.detectors.drift import sql
+from driftwarden.detectors.drift.sql import REFERENCE_KEY, REFERENCE_MATCH, Source, _requested
+from driftwarden.detectors.methods.wasserstein import STD_FLOOR
+from driftwarden.detectors.window import Window
 
 TICKS = 1 << 16  # offsets inside a cell are counted in 2^-16 cell widths
 TICK_BITS = 16

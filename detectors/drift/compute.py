@@ -15,16 +15,16 @@ from collections.abc import Sequence
 
 from clickhouse_connect.driver.client import Client
 
-from detectors import provenance
-from detectors.drift import cells, sql
-from detectors.drift.controls import control_false_positives, mark_persistence
-from detectors.drift.profiles import Profile, batches, ensure_profiles, prefix, window_parameters
-from detectors.drift.report import DriftReport, FeatureDrift
-from detectors.drift.selection import auto_method
-from detectors.drift.settings import DriftSettings, FeatureSpec
-from detectors.methods import METHODS, Counts, Score, Support, get_method
-from detectors.methods.wasserstein import STD_FLOOR
-from detectors.window import Window
+from driftwarden.detectors import provenance
+from driftwarden.detectors.drift import cells, sql
+from driftwarden.detectors.drift.controls import control_false_positives, mark_persistence
+from driftwarden.detectors.drift.profiles import Profile, batches, ensure_profiles, prefix, window_parameters
+from driftwarden.detectors.drift.report import DriftReport, FeatureDrift
+from driftwarden.detectors.drift.selection import auto_method
+from driftwarden.detectors.drift.settings import DriftSettings, FeatureSpec
+from driftwarden.detectors.methods import METHODS, Counts, Score, Support, get_method
+from driftwarden.detectors.methods.wasserstein import STD_FLOOR
+from driftwarden.detectors.window import Window
 from driftwarden.errors import UserError
 
 TARGETS = ("feature", "prediction")
@@ -215,7 +215,7 @@ def _compare_numeric(
     current_rows: int,
 ) -> dict[str, dict]:
     """The comparison aggregates per feature: exactly over the sorted support while both windows hold at
-    most ``exact_max_values`` values together, over cells (:mod:`detectors.drift.cells`) above; plus
+    most ``exact_max_values`` values together, over cells (:mod:`driftwarden.detectors.drift.cells`) above; plus
     Sturges' bins for PSI and Jensen–Shannon on features with more than 20 reference values."""
     key_prefix = prefix(target, "numeric")
 

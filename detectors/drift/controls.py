@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from clickhouse_connect.driver.client import Client
 
-from detectors.drift import sql
-from detectors.drift.fdr import benjamini_hochberg
-from detectors.drift.report import FeatureDrift
-from detectors.drift.settings import DriftSettings
-from detectors.methods import METHODS
-from detectors.window import Window, micros
+from driftwarden.detectors.drift import sql
+from driftwarden.detectors.drift.fdr import benjamini_hochberg
+from driftwarden.detectors.drift.report import FeatureDrift
+from driftwarden.detectors.drift.settings import DriftSettings
+from driftwarden.detectors.methods import METHODS
+from driftwarden.detectors.window import Window, micros
 
 
 def control_false_positives(features: list[FeatureDrift], settings: DriftSettings) -> None:

@@ -10,7 +10,7 @@ A profile whose row count no longer matches its window (late data arrived) is
 rebuilt.
 
 A numeric reference window of more than ``DriftSettings.exact_max_values`` rows is
-profiled on cells instead (:mod:`detectors.drift.cells`): counts and offset sums per
+profiled on cells instead (:mod:`driftwarden.detectors.drift.cells`): counts and offset sums per
 cell of a fine grid, whatever the number of distinct values.
 """
 
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
-from detectors.drift import cells, sql
-from detectors.drift.settings import DriftSettings
-from detectors.window import Window, micros
+from driftwarden.detectors.drift import cells, sql
+from driftwarden.detectors.drift.settings import DriftSettings
+from driftwarden.detectors.window import Window, micros
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from detectors.window import Window
+from driftwarden.detectors.window import Window
 
 SCHEMA = "driftwarden.drift/1"  # the version of the JSON document below; bump when a key changes meaning
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from detectors.methods import METHODS
+from driftwarden.detectors.methods import METHODS
 
 FeatureKind = Literal["numeric", "categorical"]
 KINDS = ("numeric", "categorical")
@@ -20,7 +20,7 @@ KINDS = ("numeric", "categorical")
 class FeatureSpec:
     """One feature to analyse: its name in the event arrays, its kind, its method and threshold.
 
-    ``method="auto"`` picks the method as Evidently does (see :mod:`detectors.drift.selection`);
+    ``method="auto"`` picks the method as Evidently does (see :mod:`driftwarden.detectors.drift.selection`);
     ``threshold=None`` uses the method's default (or ``DriftSettings.thresholds``).
     """
 
@@ -73,7 +73,7 @@ class DriftSettings:
     Scale: ``exact_max_values`` — a numeric feature whose reference and current windows hold at
     most this many values together is compared exactly over its sorted support (what scipy and
     Evidently compute); above it, over cells of ``cell_resolution`` reference standard deviations,
-    with a computed bound on the error of each statistic (see :mod:`detectors.drift.cells`).
+    with a computed bound on the error of each statistic (see :mod:`driftwarden.detectors.drift.cells`).
     """
 
     drift_share: float = 0.5

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from detectors.window import Window
+from driftwarden.detectors.window import Window
 
 # (names, values) of the pairs an event holds, per kind and target: the features' parallel arrays, or
 # the model's output (an empty label is no label).

@@ -9,8 +9,8 @@ import uuid
 
 from clickhouse_connect.driver.client import Client
 
-from detectors import provenance
-from detectors.drift.report import DriftReport, FeatureDrift
+from driftwarden.detectors import provenance
+from driftwarden.detectors.drift.report import DriftReport, FeatureDrift
 
 COLUMNS = [
     "run_id",

@@ -7,13 +7,13 @@ The numbers equal scipy's and Evidently's implementations of the same method.
 
 from __future__ import annotations
 
-from detectors.methods.base import Counts, DriftMethod, Score, Support
-from detectors.methods.chisquare import ChiSquare
-from detectors.methods.jensenshannon import JensenShannon
-from detectors.methods.ks import KolmogorovSmirnov
-from detectors.methods.psi import PopulationStabilityIndex
-from detectors.methods.wasserstein import Wasserstein
-from detectors.methods.ztest import ZTest
+from driftwarden.detectors.methods.base import Counts, DriftMethod, Score, Support
+from driftwarden.detectors.methods.chisquare import ChiSquare
+from driftwarden.detectors.methods.jensenshannon import JensenShannon
+from driftwarden.detectors.methods.ks import KolmogorovSmirnov
+from driftwarden.detectors.methods.psi import PopulationStabilityIndex
+from driftwarden.detectors.methods.wasserstein import Wasserstein
+from driftwarden.detectors.methods.ztest import ZTest
 
 METHODS: dict[str, type[DriftMethod]] = {
     m.name: m for m in (KolmogorovSmirnov, Wasserstein, PopulationStabilityIndex, JensenShannon, ChiSquare, ZTest)

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 from scipy.stats import chi2_contingency, chisquare
 
-from detectors.methods.base import Counts, DriftMethod, Score
+from driftwarden.detectors.methods.base import Counts, DriftMethod, Score
 
 
 class ChiSquare(DriftMethod):
@@ -37,7 +37,7 @@ class ChiSquare(DriftMethod):
     two-sample test instead of Evidently's goodness of fit (default False).
     Effect size: total variation distance of the two category distributions.
 
-    >>> from detectors.methods.base import Counts
+    >>> from driftwarden.detectors.methods.base import Counts
     >>> c = Counts(("a", "b", "c"), (50, 30, 20), (30, 30, 40))
     >>> r = ChiSquare().score(c)
     >>> round(r.statistic, 2), round(r.p_value, 6), r.drifted

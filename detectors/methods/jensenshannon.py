@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scipy.spatial import distance
 
-from detectors.methods.base import Counts, DriftMethod, Score
+from driftwarden.detectors.methods.base import Counts, DriftMethod, Score
 
 
 class JensenShannon(DriftMethod):
@@ -24,7 +24,7 @@ class JensenShannon(DriftMethod):
     Parameters: ``threshold`` — default 0.1.
     Effect size: total variation distance of the binned distributions.
 
-    >>> from detectors.methods.base import Counts
+    >>> from driftwarden.detectors.methods.base import Counts
     >>> c = Counts(("a", "b", "c"), (50, 30, 20), (30, 30, 40))
     >>> r = JensenShannon().score(c)
     >>> round(r.statistic, 4), r.drifted

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from scipy.stats import distributions
 
-from detectors.methods.base import DriftMethod, Score, Support
+from driftwarden.detectors.methods.base import DriftMethod, Score, Support
 
 # scipy's exact two-sided computation; ks_2samp has no entry point taking the statistic
 # and the sample sizes, and recomputing the p-value any other way would not match it.
@@ -39,7 +39,7 @@ class KolmogorovSmirnov(DriftMethod):
     Parameters: ``threshold`` — significance level, default 0.05.
     Effect size: ``D`` itself.
 
-    >>> from detectors.methods.base import Support
+    >>> from driftwarden.detectors.methods.base import Support
     >>> s = Support.from_samples([0.1, 0.4, 0.5, 0.9, 1.3], [1.1, 1.2, 1.6, 2.0, 2.2, 2.5])
     >>> r = KolmogorovSmirnov().score(s)
     >>> round(r.statistic, 4), round(r.p_value, 4), r.drifted

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.methods.base import Counts, DriftMethod, Score
+from driftwarden.detectors.methods.base import Counts, DriftMethod, Score
 
 
 def fill_zero_shares(shares: np.ndarray) -> np.ndarray:
@@ -38,7 +38,7 @@ class PopulationStabilityIndex(DriftMethod):
     Parameters: ``threshold`` — default 0.1.
     Effect size: total variation distance of the binned distributions.
 
-    >>> from detectors.methods.base import Counts
+    >>> from driftwarden.detectors.methods.base import Counts
     >>> c = Counts(("a", "b", "c"), (50, 30, 20), (30, 30, 40))
     >>> r = PopulationStabilityIndex().score(c)
     >>> round(r.statistic, 4), r.drifted

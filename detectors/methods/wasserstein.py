@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from detectors.methods.base import DriftMethod, Score, Support
+from driftwarden.detectors.methods.base import DriftMethod, Score, Support
 
 STD_FLOOR = 0.001  # Evidently's floor, so that a constant reference does not divide by zero
 
@@ -24,7 +24,7 @@ class Wasserstein(DriftMethod):
     Parameters: ``threshold`` — default 0.1.
     Effect size: the score itself.
 
-    >>> from detectors.methods.base import Support
+    >>> from driftwarden.detectors.methods.base import Support
     >>> s = Support.from_samples([0.0, 1.0, 2.0, 3.0], [0.5, 1.5, 2.5, 3.5])
     >>> r = Wasserstein().score(s)
     >>> round(r.statistic, 4), r.drifted

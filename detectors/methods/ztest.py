@@ -6,7 +6,7 @@ import math
 
 from scipy.stats import norm
 
-from detectors.methods.base import Counts, DriftMethod, Score
+from driftwarden.detectors.methods.base import Counts, DriftMethod, Score
 
 
 class ZTest(DriftMethod):
@@ -24,7 +24,7 @@ class ZTest(DriftMethod):
     Parameters: ``threshold`` — significance level, default 0.05.
     Effect size: ``|p_ref - p_cur|``.
 
-    >>> from detectors.methods.base import Counts
+    >>> from driftwarden.detectors.methods.base import Counts
     >>> c = Counts(("no", "yes"), (400, 100), (330, 170))
     >>> r = ZTest().score(c)
     >>> round(r.statistic, 3), r.p_value < 1e-6, r.drifted

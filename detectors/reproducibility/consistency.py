@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 from clickhouse_connect.driver.client import Client
 
-from detectors.provenance import code_version, content_hash, schema_version
-from detectors.window import Window
+from driftwarden.detectors.provenance import code_version, content_hash, schema_version
+from driftwarden.detectors.window import Window
 
 UTC = dt.UTC
 MAX_DETAILS = 20

@@ -40,10 +40,10 @@ from typing import Any
 import httpx
 from clickhouse_connect.driver.client import Client
 
-from detectors.config import ReplayConfig
-from detectors.provenance import content_hash
-from detectors.reproducibility.consistency import ReproducibilityResult
-from detectors.window import Window
+from driftwarden.detectors.config import ReplayConfig
+from driftwarden.detectors.provenance import content_hash
+from driftwarden.detectors.reproducibility.consistency import ReproducibilityResult
+from driftwarden.detectors.window import Window
 
 REPLAY_HEADER = "X-Driftwarden-Replay"
 MAX_DETAILS = 20

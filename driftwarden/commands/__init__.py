@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from storage.url import DEFAULT_STORE, STORE_ENV
+from driftwarden.storage.url import DEFAULT_STORE, STORE_ENV
 
 
 def add_store_argument(parser: argparse.ArgumentParser) -> None:

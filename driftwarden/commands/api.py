@@ -32,11 +32,11 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    import storage
-    from collector.hub_app import create_app
-    from detectors.api import create_router, load_settings
+    from driftwarden import storage
+    from driftwarden.collector.hub_app import create_app
+    from driftwarden.detectors.api import create_router, load_settings
     from driftwarden.listen import bind
-    from storage.migrate import applied
+    from driftwarden.storage.migrate import applied
 
     api_settings = load_settings()  # before opening anything: a bad token list is a one-line error
     sock = bind(args.listen, "--listen")

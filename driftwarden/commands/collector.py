@@ -46,10 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from collector import config as collector_config
-    from collector import service
+    from driftwarden.collector import config as collector_config
+    from driftwarden.collector import service
     from driftwarden.errors import UserError
-    from storage.errors import StoreError
+    from driftwarden.storage.errors import StoreError
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {

@@ -49,14 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from dashboards import render
+    from driftwarden.dashboards import render
 
     if args.out is None:
         written = render.export()
     else:
         if args.out.exists() and not args.out.is_dir():
             raise UserError(f"--out {args.out} exists and is not a directory: pass a directory")
-        written = render.export(args.out, typecheck_dir=None)
+        written = render.export(args.out)
     for path in written:
         print(path)
     return 0
@@ -72,7 +72,7 @@ def run_push(args: argparse.Namespace) -> int:
     from grafana_client import GrafanaApi
     from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaUnauthorizedError
 
-    from dashboards import render
+    from driftwarden.dashboards import render
 
     if not re.match(r"^https?://[^/]", args.grafana_url):
         raise UserError(f"--grafana-url {args.grafana_url!r} is not an http(s) URL, e.g. http://grafana:3000")

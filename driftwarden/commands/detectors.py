@@ -61,11 +61,11 @@ def _instant(text: str) -> dt.datetime:
 
 
 def run(args: argparse.Namespace) -> int:
-    import storage
-    from detectors import config as detector_config
-    from detectors.exporter import Exporter
-    from detectors.scheduler import Scheduler, describe
-    from storage.migrate import applied, apply_retention, latest_version
+    from driftwarden import storage
+    from driftwarden.detectors import config as detector_config
+    from driftwarden.detectors.exporter import Exporter
+    from driftwarden.detectors.scheduler import Scheduler, describe
+    from driftwarden.storage.migrate import applied, apply_retention, latest_version
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     config = detector_config.load(args.config)

@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def parse_feature(text: str):
     """``NAME[:KIND[:METHOD[:THRESHOLD]]]`` as a FeatureSpec; a bad part is a UserError naming it."""
-    from detectors.drift import FeatureSpec
+    from driftwarden.detectors.drift import FeatureSpec
     from driftwarden.errors import UserError
 
     parts = text.split(":")
@@ -87,9 +87,9 @@ def parse_feature(text: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    import storage
-    from detectors.drift import compute_drift, write_drift
-    from detectors.window import Window
+    from driftwarden import storage
+    from driftwarden.detectors.drift import compute_drift, write_drift
+    from driftwarden.detectors.window import Window
 
     reference = Window.parse(args.reference, name="--reference")
     current = Window.parse(args.current, name="--current")
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace):
     """The drift settings of the command line: Evidently's defaults, with the scale options given."""
-    from detectors.drift import DriftSettings
+    from driftwarden.detectors.drift import DriftSettings
     from driftwarden.errors import UserError
 
     given = {

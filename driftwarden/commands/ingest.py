@@ -65,8 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import storage
-    from collector.ingest_file import load_file, predictions_and_labels
+    from driftwarden import storage
+    from driftwarden.collector.ingest_file import load_file, predictions_and_labels
 
     if not args.model.strip():
         raise UserError("--model must not be empty")
@@ -105,8 +105,8 @@ def _send_to_hub(hub: str, inferences, labels) -> None:
     """POST the rows as Arrow IPC streams to the hub's /v1/events and /v1/ground-truth, in chunks."""
     import httpx
 
-    from collector.arrow import to_ipc
-    from collector.sinks.hub import CONTENT_TYPE, ingest_headers
+    from driftwarden.collector.arrow import to_ipc
+    from driftwarden.collector.sinks.hub import CONTENT_TYPE, ingest_headers
 
     base = hub.rstrip("/")
     if not base.startswith(("http://", "https://")):

@@ -47,8 +47,8 @@ def _positive_int(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import storage
-    from storage.migrate import DEFAULT_RETENTION_DAYS, render_all
+    from driftwarden import storage
+    from driftwarden.storage.migrate import DEFAULT_RETENTION_DAYS, render_all
 
     days = args.retention_days or DEFAULT_RETENTION_DAYS
     if args.print_only:

@@ -62,13 +62,13 @@ def run(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    import storage
-    from detectors.api import load_settings, queries
-    from detectors.api.auth import Principal
-    from detectors.api.reports import NoData, build_report
-    from detectors.window import Window
+    from driftwarden import storage
+    from driftwarden.auth import Principal
+    from driftwarden.detectors.api import load_settings, queries
+    from driftwarden.detectors.api.reports import NoData, build_report
+    from driftwarden.detectors.window import Window
     from driftwarden.errors import UserError
-    from storage.migrate import applied
+    from driftwarden.storage.migrate import applied
 
     reference = Window.parse(args.reference, name="--reference")
     current = Window.parse(args.current, name="--current")

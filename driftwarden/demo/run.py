@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from detectors.window import Window
 from driftwarden.demo.model import FEATURES, MODEL_NAME, MODEL_VERSION, REPLAY, TRAIN, load_hours, train
 from driftwarden.demo.status import (
     Status,
@@ -33,6 +32,7 @@ from driftwarden.demo.status import (
     read_findings,
     read_mae,
 )
+from driftwarden.detectors.window import Window
 from driftwarden.errors import UserError
 
 WINDOW = dt.timedelta(days=7)
@@ -89,8 +89,8 @@ class SimulatedClock:
 
 
 def run_demo(options: Options) -> int:
-    import storage
-    from storage.url import parse, resolve
+    from driftwarden import storage
+    from driftwarden.storage.url import parse, resolve
 
     started = time.monotonic()
     deadline = started + options.duration_s if options.duration_s else None
@@ -198,7 +198,7 @@ def _mlserver_version() -> str:
 
 def _tokens() -> tuple[str, str]:
     """``DRIFTWARDEN_API_TOKENS=...`` for the commands printed at the end, and how to sign in now."""
-    from detectors.api.auth import TOKENS_ENV
+    from driftwarden.auth import TOKENS_ENV
 
     given = os.environ.get(TOKENS_ENV, "").strip()
     if given:
@@ -209,11 +209,11 @@ def _tokens() -> tuple[str, str]:
 
 
 def _platform(options: Options, url: str, upstream: str, digest: str, token_env: str):
-    from collector.config import CollectorConfig, OIPConfig, PayloadConfig, RedactionConfig
-    from detectors.config import parse as parse_detectors
+    from driftwarden.collector.config import CollectorConfig, OIPConfig, PayloadConfig, RedactionConfig
     from driftwarden.demo.replay import TENSOR
+    from driftwarden.detectors.config import parse as parse_detectors
+    from driftwarden.storage.url import parse
     from driftwarden.up import ApiSection, Platform, UpConfig, _api
-    from storage.url import parse
 
     collector = CollectorConfig(
         model=MODEL_NAME,
@@ -314,7 +314,7 @@ def _detect(platform, clock: SimulatedClock, status: Status, done: threading.Eve
     """
     import logging
 
-    from detectors.scheduler import Scheduler
+    from driftwarden.detectors.scheduler import Scheduler
 
     log = logging.getLogger("driftwarden.demo")
     before_reference = Scheduler(platform.client, _without_drift(platform.config.detectors), platform.exporter)

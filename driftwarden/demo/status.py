@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from detectors.window import Window
+from driftwarden.detectors.window import Window
 
 ERROR_INCREASE = 1.2  # the ModelPredictionErrorIncrease rule: MAE above 1.2x the week before
 

@@ -2,7 +2,7 @@
 
 Tokens come from ``$DRIFTWARDEN_API_TOKENS`` and/or the ``api.tokens`` section of a YAML
 file (see ``detectors/api/README.md``). A token is either unrestricted or limited to a
-list of models and/or tenants; the limit is enforced in SQL by :mod:`detectors.api.queries`
+list of models and/or tenants; the limit is enforced in SQL by :mod:`driftwarden.detectors.api.queries`
 (``model IN {allowed:Array(String)}``), never by filtering rows afterwards.
 
 Presented tokens are compared with every configured token in constant time
