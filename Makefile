@@ -32,6 +32,7 @@ $(STAMPS)/install-demo: pyproject.toml | $(BIN)/python
 $(STAMPS)/install-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps $(DATA_PACKAGES)
+	$(BIN)/python -m pip install --quiet --no-deps --ignore-requires-python $(K8S_CHECK_PACKAGES)
 	@mkdir -p $(STAMPS) && touch $@ $(STAMPS)/install $(STAMPS)/install-demo
 
 # Debian and npm tools the tests start for real (Prometheus, Chromium, ...); skips what is present.
@@ -58,3 +59,9 @@ clean:
 # employment in nannyml); installed without their heavy dependencies: the tests
 # read the data files by path.
 DATA_PACKAGES := islp==0.6.0 nannyml==0.13.1
+
+# Checks of deploy/kubernetes (tests/test_kubernetes.py), installed without their dependencies:
+# pykustomize is kustomize's Go library (sigs.k8s.io/kustomize/api v0.21.3) in a wheel; it says
+# Python >= 3.14 but its cffi binding runs on 3.11, hence --ignore-requires-python. kserve is
+# KServe's SDK, read by path for the InferenceService model (its server stack is not needed).
+K8S_CHECK_PACKAGES := pykustomize==0.1.4 kserve==0.21.0

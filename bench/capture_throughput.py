@@ -13,6 +13,12 @@ ratio pipeline / baseline is the cost of batching and building Arrow in Python.
 Also printed: the caller's cost of one ``submit`` (the inference path), and the rate of
 the ``with capture(...)`` API, which also builds each Event.
 
+Rates are printed twice: per second of wall clock, and per CPU-second of this process
+(``time.process_time``: all its threads, chdb's included), i.e. events per second per
+core busy. On a machine shared with other jobs the second is the one to compare with a
+per-core target (pipeline >= 100,000 events/s per core, ``capture()`` >= 50,000/s); the
+ratios against the baseline are measured in the same run either way.
+
     python bench/capture_throughput.py [--events 200000] [--batch-events 5000] [--store /tmp/dw-bench-capture]
 """
 
@@ -65,12 +71,12 @@ def run_baseline(client, n: int, batch: int) -> float:
     model = f"baseline_{uuid.uuid4().hex[:6]}"
     events = make_events(n, model)
     tables = [to_table(events[i : i + batch]) for i in range(0, n, batch)]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for table in tables:
         client.insert_arrow("inferences", table)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     assert count(client, model) == n
-    return n / elapsed
+    return n / elapsed, n / cpu
 
 
 def run_pipeline(client, url: str, n: int, batch: int) -> tuple[float, float]:
@@ -80,15 +86,15 @@ def run_pipeline(client, url: str, n: int, batch: int) -> tuple[float, float]:
     events = make_events(n, model)
     writer = open_writer(model=model, store=url, batch_events=batch, flush_interval_ms=200, max_buffer_events=n)
     writer.start()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for event in events:
         writer.submit(event)
     submitted = time.perf_counter()
     stats = writer.close(timeout=600)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     assert stats.written == n and not stats.dropped, stats
     assert count(client, model) == n
-    return n / elapsed, (submitted - started) / n * 1e6
+    return n / elapsed, n / cpu, (submitted - started) / n * 1e6
 
 
 def run_capture_api(client, url: str, n: int, batch: int) -> float:
@@ -102,14 +108,14 @@ def run_capture_api(client, url: str, n: int, batch: int) -> float:
         model=model,
         writer=open_writer(model=model, store=url, batch_events=batch, flush_interval_ms=200, max_buffer_events=n),
     )
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i in range(n):
         with capture(features=rows[i % len(rows)]) as ev:
             ev.prediction = 1.0
     capture.shutdown(timeout=600)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     assert count(client, model) == n
-    return n / elapsed
+    return n / elapsed, n / cpu
 
 
 def main() -> None:
@@ -128,26 +134,38 @@ def main() -> None:
     client = storage.connect(url, create_database=True)
     storage.migrate(client)
 
-    baseline, pipeline, submit_us, api = [], [], [], []
+    wall: dict[str, list[float]] = {"baseline": [], "pipeline": [], "capture": []}
+    per_cpu: dict[str, list[float]] = {"baseline": [], "pipeline": [], "capture": []}
+    submit_us = []
     for _ in range(args.repeat):
-        baseline.append(run_baseline(client, args.events, args.batch_events))
-        rate, cost = run_pipeline(client, url, args.events, args.batch_events)
-        pipeline.append(rate)
-        submit_us.append(cost)
-        api.append(run_capture_api(client, url, args.events, args.batch_events))
-    b, p, a = statistics.median(baseline), statistics.median(pipeline), statistics.median(api)
-    print(f"events: {args.events:,} per run, batches of {args.batch_events:,}; median (best) of {args.repeat} runs")
-    print(f"baseline  insert_arrow of prebuilt Arrow batches : {b:>9,.0f} ({max(baseline):,.0f}) events/s")
-    print(
-        f"pipeline  Event -> writer -> Arrow -> chdb       : {p:>9,.0f} ({max(pipeline):,.0f}) events/s  "
-        f"{p / b:.2f}x baseline ({max(pipeline) / max(baseline):.2f}x best to best)"
-    )
-    print(
-        f"capture   with capture(...) -> ... -> chdb       : {a:>9,.0f} ({max(api):,.0f}) events/s  "
-        f"{a / b:.2f}x baseline"
-    )
+        for name, run in (
+            ("baseline", lambda: run_baseline(client, args.events, args.batch_events)),
+            ("pipeline", lambda: run_pipeline(client, url, args.events, args.batch_events)),
+            ("capture", lambda: run_capture_api(client, url, args.events, args.batch_events)),
+        ):
+            rate, cpu_rate, *cost = run()
+            wall[name].append(rate)
+            per_cpu[name].append(cpu_rate)
+            submit_us.extend(cost)
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    cpu = {k: statistics.median(v) for k, v in per_cpu.items()}
+    print(f"events: {args.events:,} per run, batches of {args.batch_events:,}; medians (best) of {args.repeat} runs")
+    print("                                                  events/s wall (best)   events per CPU-second   x baseline")
+    labels = {
+        "baseline": "baseline  insert_arrow of prebuilt Arrow batches",
+        "pipeline": "pipeline  Event -> writer -> Arrow -> chdb      ",
+        "capture": "capture   with capture(...) -> ... -> chdb      ",
+    }
+    for name, label in labels.items():
+        print(
+            f"{label}: {med[name]:>9,.0f} ({max(wall[name]):>9,.0f})   {cpu[name]:>12,.0f}          "
+            f"{med[name] / med['baseline']:.2f} wall, {cpu[name] / cpu['baseline']:.2f} CPU"
+        )
     print(f"submit()  caller cost on the inference path      : {statistics.median(submit_us):>9.2f} us/event")
-    print(f"target >= 50,000 events/s through the pipeline: {'met' if p >= 50_000 else 'NOT met'} (median)")
+    print(
+        f"targets per core: pipeline >= 100,000/s {'met' if cpu['pipeline'] >= 100_000 else 'NOT met'}, "
+        f"capture() >= 50,000/s {'met' if cpu['capture'] >= 50_000 else 'NOT met'} (events per CPU-second)"
+    )
     if args.store is None:
         shutil.rmtree(directory, ignore_errors=True)
 

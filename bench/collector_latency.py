@@ -253,6 +253,8 @@ def start_collector(upstream_port: int, workdir: Path) -> tuple[subprocess.Popen
             "bench",
             "--store",
             f"chdb://{workdir / 'store'}",
+            "--spool-dir",  # the write-ahead journal lives here: every answered exchange is on disk first
+            str(workdir / "spool"),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -333,7 +335,7 @@ def _added(runs: list[list[float]], direct: list[list[float]], q: float) -> floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="200,500", help="open-loop request rates per second, comma-separated")
+    parser.add_argument("--rates", default="500,2000", help="open-loop request rates per second, comma-separated")
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per rate and target")
     parser.add_argument("--throughput-seconds", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3, help="rounds over all targets; medians are reported")

@@ -100,7 +100,7 @@ def main() -> int:
     directory = args.store or tempfile.mkdtemp(prefix="dw-bench-drift-")
     try:
         client = storage.connect(f"chdb://{directory}?database=bench_drift", create_database=True)
-        storage.migrate(client, retention_days=36500)
+        storage.migrate(client, retention_days=20000)
         print(
             f"{args.rows:,} reference rows vs {args.rows:,} current rows, {NUMERIC} numeric + {CATEGORICAL} categorical"
         )

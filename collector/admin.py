@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -22,6 +23,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from driftwarden.collector.metrics import REGISTRY
+from driftwarden.collector.protocol_log import ProtocolLog
+
+_log = logging.getLogger("driftwarden.collector")
 
 
 @dataclass
@@ -57,7 +61,8 @@ class Admin:
         return app
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        # Malformed HTTP on the admin port: one rate-limited line, no traceback (as on the proxy port).
+        self._runner = web.AppRunner(self.app(), access_log=None, logger=ProtocolLog(_log))
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()

@@ -14,8 +14,10 @@ Built column by column: ``map`` of an ``attrgetter`` over the events (in C), the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 from operator import attrgetter
 
+import numpy as np
 import pyarrow as pa
 
 from driftwarden.collector.event import Event
@@ -44,6 +46,10 @@ SCHEMA = pa.schema(
         pa.field("num_values", pa.list_(_F64)),
         pa.field("cat_names", pa.list_(_STR)),
         pa.field("cat_values", pa.list_(_STR)),
+        pa.field("text_names", pa.list_(_STR)),
+        pa.field("text_values", pa.list_(_STR)),
+        pa.field("emb_names", pa.list_(_STR)),
+        pa.field("emb_values", pa.list_(pa.list_(pa.float32()))),
         pa.field("prediction", _F64),
         pa.field("prediction_label", _STR),
         pa.field("output_names", pa.list_(_STR)),
@@ -65,6 +71,20 @@ SCHEMA = pa.schema(
         pa.field("is_replay", pa.bool_()),
         pa.field("replay_of", _UUID),
         pa.field("redactions", pa.uint16()),
+        pa.field("operation_name", _STR),
+        pa.field("provider_name", _STR),
+        pa.field("request_model", _STR),
+        pa.field("response_model", _STR),
+        pa.field("temperature", _F64),
+        pa.field("top_p", _F64),
+        pa.field("max_tokens", pa.uint32()),
+        pa.field("seed", pa.int64()),
+        pa.field("server_address", _STR),
+        pa.field("service_name", _STR),
+        pa.field("span_id", _STR),
+        pa.field("parent_span_id", _STR),
+        pa.field("span_status", _STR),
+        pa.field("cost", _F64),
     ]
 )
 
@@ -83,15 +103,47 @@ def to_table(events: Sequence[Event]) -> pa.Table:
     counts such a batch as dropped with reason ``encode_error``.
     """
     arrays = []
+    n = len(events)
     for f, get in _GETTERS:
         if f.name == "event_id":
-            values = [e.event_id.bytes for e in events]
-        elif f.name == "replay_of":
+            # 16 bytes per id, joined in C: a FixedSizeBinary buffer as is (pa.array would visit each bytes object).
+            ids = map(_UUID_INT, map(_EVENT_ID, events))
+            data = b"".join(map(int.to_bytes, ids, repeat(16)))
+            arrays.append(pa.FixedSizeBinaryArray.from_buffers(_UUID, n, [None, pa.py_buffer(data)]))
+            continue
+        if f.name == "replay_of":
             values = [None if e.replay_of is None else e.replay_of.bytes for e in events]
         else:
             values = list(map(get, events))
-        arrays.append(pa.array(values, type=f.type))
+        arrays.append(_column(values, f.type, n))
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+_EVENT_ID = attrgetter("event_id")
+_UUID_INT = attrgetter("int")
+
+
+def _column(values: list, kind: pa.DataType, n: int) -> pa.Array:
+    """One column. Most columns of a batch hold a single value (a default, or the same feature names
+    in every row): those are built from that one value in C instead of converting n Python objects."""
+    if n > 1 and values.count(values[0]) == n:
+        first = values[0]
+        if pa.types.is_list(kind):
+            return _repeated_list(first, kind, n)
+        return pa.repeat(pa.scalar(first, type=kind), n)
+    return pa.array(values, type=kind)
+
+
+def _repeated_list(items: list, kind: pa.ListType, n: int) -> pa.Array:
+    """``n`` copies of the list ``items``: one offsets buffer and a ``take`` of the items."""
+    k = len(items)
+    if k == 0:
+        return pa.ListArray.from_arrays(
+            pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], kind.value_type), type=kind
+        )
+    offsets = pa.array(np.arange(0, k * (n + 1), k, dtype=np.int32))
+    one = pa.array(items, kind.value_type)
+    return pa.ListArray.from_arrays(offsets, one.take(pa.array(np.tile(np.arange(k, dtype=np.int32), n))), type=kind)
 
 
 def to_ipc(table: pa.Table) -> bytes:

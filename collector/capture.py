@@ -102,6 +102,9 @@ def shutdown(timeout: float = 10.0) -> None:
 
 def _current_writer():
     global _writer
+    writer = _writer  # the common case without the lock: configured already (an attribute read is atomic)
+    if writer is not None:
+        return writer
     with _lock:
         if _writer is None:
             from driftwarden.collector.writer import open_writer
@@ -273,12 +276,24 @@ def _record_result(captured: Captured, result: Any) -> None:
         captured.prediction = result
 
 
+_PLAIN_NUMBERS = (float, int, bool)
+
+
 def _set_features(event: Event, features: Mapping[str, Any]) -> None:
+    if not features:
+        return
+    names = list(features)
+    values = list(features.values())
+    kinds = list(map(type, values))
+    plain_numbers = kinds.count(float) + kinds.count(int) + kinds.count(bool)
+    if plain_numbers == len(kinds) and set(map(type, names)) == {str}:  # the common case, in C
+        event.num_names.extend(names)
+        event.num_values.extend(map(float, values))
+        return
     num_names, num_values = event.num_names, event.num_values
     cat_names, cat_values = event.cat_names, event.cat_values
-    for name, value in features.items():
-        kind = type(value)
-        if kind is float or kind is int or kind is bool:  # the common cases first: this runs per feature
+    for name, value, kind in zip(names, values, kinds, strict=True):
+        if kind in _PLAIN_NUMBERS:
             num_names.append(name if type(name) is str else str(name))
             num_values.append(float(value))
         elif kind is str:

@@ -14,7 +14,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from driftwarden.collector.genai_config import GenAIConfig
 from driftwarden.errors import UserError
+from driftwarden.names import model_name_problem
 
 PROTOCOLS = ("auto", "oip", "openai", "generic")
 REDACTION_RULES = ("email", "card", "iban", "national_id", "phone")
@@ -82,9 +84,22 @@ class PayloadConfig(_Strict):
 
 
 class OIPConfig(_Strict):
-    """Open Inference Protocol: names of the columns of 2-D input tensors."""
+    """Open Inference Protocol: names of the columns of 2-D input tensors, and which tensors hold text or
+    embeddings (collector/receivers/oip.py)."""
 
     columns: dict[str, tuple[str, ...]] = Field(default_factory=dict, description="tensor name -> column names")
+    text: tuple[str, ...] = Field(
+        default=("text", "texts", "prompt", "document", "query", "sentence", "input_text", "review"),
+        description="BYTES input tensors that hold free text: text features (other BYTES tensors are categorical)",
+    )
+    embeddings: tuple[str, ...] = Field(
+        default=(), description="2-D float input tensors that hold embeddings (one vector per row)"
+    )
+    embedding_min_dim: int = Field(
+        default=32,
+        ge=2,
+        description="a 2-D float input tensor with at least this many unnamed columns is an embedding too",
+    )
 
 
 class GenericConfig(_Strict):
@@ -154,10 +169,18 @@ class CollectorConfig(_Strict):
     max_connections: int = Field(default=1000, ge=1, description="connections to the upstream kept open at most")
     batch_events: int = Field(default=1000, ge=1)
     flush_interval_ms: int = Field(default=1000, ge=1)
+    fsync: Literal["off", "interval", "always"] = Field(
+        default="interval",
+        description="when the write-ahead journal (in spool_dir) is fdatasync'd: off (page cache only: survives "
+        "a process crash, not a power cut), interval (every fsync_interval_ms: a power cut loses at most that "
+        "much), always (before each response, group-committed)",
+    )
+    fsync_interval_ms: int = Field(default=1000, ge=1)
     payload: PayloadConfig = PayloadConfig()
     redaction: RedactionConfig = RedactionConfig()
     oip: OIPConfig = OIPConfig()
     generic: GenericConfig | None = None
+    genai: GenAIConfig = GenAIConfig()  # prices of OpenAI-compatible calls, provider name (collector.genai_config)
 
     @field_validator("upstream")
     @classmethod
@@ -179,8 +202,9 @@ class CollectorConfig(_Strict):
     @field_validator("model")
     @classmethod
     def _model(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the model name must not be empty")
+        problem = model_name_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -232,6 +256,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot read the collector config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"the collector config {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -37,6 +37,10 @@ class Event:
     num_values: list[float] = field(default_factory=list)
     cat_names: list[str] = field(default_factory=list)
     cat_values: list[str] = field(default_factory=list)
+    text_names: list[str] = field(default_factory=list)  # text features (prompts, documents), after redaction
+    text_values: list[str] = field(default_factory=list)
+    emb_names: list[str] = field(default_factory=list)  # embedding features: one vector per name
+    emb_values: list[list[float]] = field(default_factory=list)
     prediction: float | None = None
     prediction_label: str = ""
     output_names: list[str] = field(default_factory=list)
@@ -58,6 +62,21 @@ class Event:
     is_replay: bool = False
     replay_of: uuid.UUID | None = None
     redactions: int = 0
+    # Language-model calls (OpenTelemetry GenAI conventions, storage/migrations/0006_genai.sql).
+    operation_name: str = ""  # gen_ai.operation.name: chat | text_completion | embeddings | ...
+    provider_name: str = ""  # gen_ai.provider.name
+    request_model: str = ""
+    response_model: str = ""
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    server_address: str = ""
+    service_name: str = ""
+    span_id: str = ""
+    parent_span_id: str = ""
+    span_status: str = ""  # unset | ok | error for spans
+    cost: float = 0.0  # from the configured price table
 
 
 FIELD_NAMES = tuple(f.name for f in fields(Event))

@@ -7,7 +7,15 @@ response has been sent; receivers turn it into events off that path.
 
 from __future__ import annotations
 
+import random
+import uuid
 from dataclasses import dataclass, field
+
+
+def _new_id() -> uuid.UUID:
+    # From the process's PRNG (reseeded in forked children): uuid4() reads os.urandom, 3x the cost, and
+    # exchange ids need uniqueness, not unpredictability.
+    return uuid.UUID(int=random.getrandbits(128), version=4)
 
 
 @dataclass(slots=True)
@@ -38,6 +46,10 @@ class Exchange:
     t_end: float = 0.0
     error_class: str = ""  # transport-level: upstream_unreachable, upstream_timeout, client_disconnected, ...
     extra: dict[str, str] = field(default_factory=dict)
+    # Identity: the events of this exchange take ids derived from it, so capturing it again (after a crash,
+    # from the journal) gives the same event ids.
+    exchange_id: uuid.UUID = field(default_factory=_new_id)
+    journal_seq: int = -1  # its record in the write-ahead journal; -1 when not journaled
 
     @property
     def latency_ms(self) -> float:

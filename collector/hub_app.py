@@ -12,17 +12,25 @@ import os
 from fastapi import Depends, FastAPI
 
 from driftwarden.auth import bearer_guard
+from driftwarden.collector.genai_config import GenAIConfig
 from driftwarden.collector.ingest import router as ingest_router
 from driftwarden.collector.ingest import store_lock
+from driftwarden.collector.receivers.cloudevents import router as cloudevents_router
+from driftwarden.collector.receivers.otlp import GenAIIngest
+from driftwarden.collector.receivers.otlp import router as otlp_router
 from driftwarden.collector.sinks.hub import INGEST_TOKEN_ENV
 
 
-def create_app(client, *, ingest_token: str | None = None) -> FastAPI:
+def create_app(client, *, ingest_token: str | None = None, genai: GenAIConfig | None = None) -> FastAPI:
     """An app serving ``/healthz`` and the ingest endpoints over the store ``client`` (clickhouse-connect).
 
     The ingest endpoints require ``Authorization: Bearer <ingest_token>`` (default
     ``$DRIFTWARDEN_INGEST_TOKEN``) when a token is set; collectors and ``driftwarden ingest``
     send it from the same variable. Without one they are open, for a hub on loopback.
+    ``POST /v1/traces`` (OTLP, ``collector.receivers.otlp``) and ``POST /v1/cloudevents`` (KServe's
+    payload logger, ``collector.receivers.cloudevents``) are guarded the same way, with ``genai``
+    (prices, service-to-model mapping, limits, redaction of content) configuring them; with
+    ``genai.cloudevents_require_token`` false, ``/v1/cloudevents`` is open (KServe's logger sends no token).
     FastAPI's ``/docs`` and ``/redoc`` are off: they load their scripts from a CDN.
     """
     app = FastAPI(
@@ -35,6 +43,11 @@ def create_app(client, *, ingest_token: str | None = None) -> FastAPI:
     token = ingest_token or os.environ.get(INGEST_TOKEN_ENV) or None
     app.state.ingest_protected = token is not None
     app.include_router(ingest_router, dependencies=[Depends(bearer_guard(token))])
+    app.state.genai = GenAIIngest(genai)
+    app.include_router(otlp_router, dependencies=[Depends(bearer_guard(token))])
+    # KServe's logger sends no Authorization header: `genai.cloudevents_require_token: false` opens this one route.
+    open_cloudevents = genai is not None and not genai.cloudevents_require_token
+    app.include_router(cloudevents_router, dependencies=[] if open_cloudevents else [Depends(bearer_guard(token))])
 
     @app.get("/healthz", summary="Liveness: the store answers a query")
     def healthz() -> dict[str, str]:

@@ -34,6 +34,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
 from driftwarden.collector.arrow import GROUND_TRUTH_SCHEMA, REQUIRED, SCHEMA, from_ipc
+from driftwarden.names import model_name_problem
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,7 @@ async def post_events(request: Request) -> dict[str, int]:
         table = conform(table, SCHEMA, REQUIRED, uuid_columns=("event_id", "replay_of"))
     except BatchError as exc:
         raise HTTPException(422, str(exc)) from None
-    await run_in_threadpool(_insert, request, "inferences", table)
-    return {"inserted": table.num_rows}
+    return {"inserted": await persist(request, "inferences", table)}
 
 
 @router.post("/v1/ground-truth", summary="Insert late ground truth (JSON lines or Arrow IPC stream)")
@@ -74,8 +74,7 @@ async def post_ground_truth(request: Request) -> dict[str, int]:
         table = conform_ground_truth(table)
     except BatchError as exc:
         raise HTTPException(422, str(exc)) from None
-    await run_in_threadpool(_insert, request, "ground_truth", table)
-    return {"inserted": table.num_rows}
+    return {"inserted": await persist(request, "ground_truth", table)}
 
 
 # -- parsing -------------------------------------------------------------------------------------
@@ -135,7 +134,8 @@ def conform(
     """``table`` cast to the types of ``schema``; :class:`BatchError` naming the first problem.
 
     Checks: no unknown column, every required column present and without nulls, every
-    column castable to its type (strings to numbers are not accepted), UUID columns hold UUIDs.
+    column castable to its type (strings to numbers are not accepted), UUID columns hold UUIDs,
+    model names are valid (``driftwarden.names``).
     """
     names = table.column_names
     unknown = [n for n in names if schema.get_field_index(n) < 0]
@@ -161,7 +161,21 @@ def conform(
             raise BatchError(f"column {name} has {column.null_count} null value(s); it is required in every row")
         fields.append(field.with_type(column.type))
         columns.append(column)
+    if "model" in names:
+        _check_model_names(columns[names.index("model")])
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def _check_model_names(column: pa.ChunkedArray) -> None:
+    """:class:`BatchError` naming the first row whose model name is refused (see ``driftwarden.names``)."""
+    for value in pc.unique(column).to_pylist():
+        if value is None:
+            continue
+        problem = model_name_problem(value)
+        if problem:
+            row = pc.index(column, value).as_py() + 1
+            shown = repr(value) if len(value) <= 80 else repr(value[:60]) + "…"
+            raise BatchError(f"row {row}: model {shown} is refused: {problem}")
 
 
 def _uuid_column(name: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -260,11 +274,31 @@ def _timestamp(value: Any, record: int) -> dt.datetime | None:
 # -- writing -------------------------------------------------------------------------------------
 
 
-def _insert(request: Request, table_name: str, table: pa.Table) -> None:
-    client = request.app.state.store
+SYNCHRONOUS_INSERT = {"async_insert": 0}
+"""Insert settings of :func:`persist`: the insert returns once its rows are in the table's parts, never
+from ClickHouse's asynchronous-insert buffer (which a kill of the server process would lose)."""
+
+
+async def persist(request: Request, table_name: str, table: pa.Table) -> int:
+    """Store ``table`` into ``table_name``; returns its row count once the rows survive a kill of this process.
+
+    The one write path of every ingest endpoint that answers 2xx (``/v1/events``, ``/v1/ground-truth``,
+    ``/v1/traces``, ``/v1/cloudevents``): answer 2xx only after it returned. The rows are inserted
+    synchronously (``async_insert=0``) into ``request.app.state.store``: an embedded store has written
+    them to its part files (the page cache, which a SIGKILL of this process does not lose), a ClickHouse
+    server has committed them. What a power cut can cost is the store's own fsync policy (MergeTree's
+    ``fsync_after_insert``, off by default). A store that fails raises ``HTTPException(503)``: nothing
+    was stored, and the sender retries (the collector's writer spools the batch meanwhile).
+    Runs the insert on the thread pool; ``store_lock`` serialises use of the client.
+    """
+    await run_in_threadpool(_insert, request.app.state.store, table_name, table)
+    return table.num_rows
+
+
+def _insert(client, table_name: str, table: pa.Table) -> None:
     try:
         with store_lock:
-            client.insert_arrow(table_name, table)
+            client.insert_arrow(table_name, table, settings=SYNCHRONOUS_INSERT)
     except Exception as exc:
         log.exception("inserting %d rows into %s failed", table.num_rows, table_name)
         raise HTTPException(503, f"the store did not take the batch ({_first_line(exc)}); retry later") from None

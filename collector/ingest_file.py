@@ -55,14 +55,24 @@ def predictions_and_labels(
     id_column: str | None = None,
     ground_truth_only: bool = False,
     source: str = "the file",
+    score_columns: dict[str, str] | None = None,
+    text_columns: list[str] | None = None,
+    embedding_columns: list[str] | None = None,
+    embed_text=None,
 ) -> tuple[pa.Table | None, pa.Table | None]:
-    """(inferences rows or None, ground_truth rows or None) for the file's ``table``."""
+    """(inferences rows or None, ground_truth rows or None) for the file's ``table``.
+
+    ``score_columns`` maps a class to the column of its predicted probability (``{"": S}`` for the one
+    score of a binary classifier). With scores, the prediction and label columns hold classes: a numeric
+    class is written as its text (``1.0`` as ``"1"``), so predictions and labels name classes alike.
+    """
     names = table.column_names
     named = {
         "--timestamp-column": timestamp_column,
         "--prediction-column": prediction_column,
         "--label-column": label_column,
         "--id-column": id_column,
+        **{f"--score-column {k + '=' if k else ''}{c}": c for k, c in (score_columns or {}).items()},
     }
     for option, column in named.items():
         if column is not None and column not in names:
@@ -87,12 +97,20 @@ def predictions_and_labels(
     ids = event_ids(table, model, id_column)
     labels = None
     if label_column is not None:
-        labels = _ground_truth(table.column(label_column), label_column, ids, model, ts)
+        labels = _ground_truth(table.column(label_column), label_column, ids, model, ts, as_classes=bool(score_columns))
     if ground_truth_only or only_labels:
         return None, labels
-    used = {timestamp_column, prediction_column, label_column, id_column}
+    used = {timestamp_column, prediction_column, label_column, id_column, *(score_columns or {}).values()}
+    used |= {*(text_columns or ()), *(embedding_columns or ())}
     features = [n for n in names if n not in used]
-    return _inferences(table, model, ids, ts, features, prediction_column), labels
+    rows = _inferences(table, model, ids, ts, features, prediction_column, score_columns or {})
+    if text_columns or embedding_columns:  # text and embedding features (collector/ingest_documents.py)
+        from driftwarden.collector.ingest_documents import document_columns
+
+        documents = document_columns(table, text_columns or [], embedding_columns or [], source, embed_text)
+        for name, column in documents.items():
+            rows = rows.append_column(SCHEMA.field(name), column)
+    return rows, labels
 
 
 def timestamps(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
@@ -150,9 +168,14 @@ def event_ids(table: pa.Table, model: str, id_column: str | None) -> pa.Array:
     return pa.array([uuid.uuid5(ID_NAMESPACE, f"{model}\x1f{row!r}").bytes for row in rows], type=_UUID)
 
 
-def _ground_truth(column: pa.ChunkedArray, name: str, ids: pa.Array, model: str, ts: pa.ChunkedArray) -> pa.Table:
+def _ground_truth(
+    column: pa.ChunkedArray, name: str, ids: pa.Array, model: str, ts: pa.ChunkedArray, *, as_classes: bool = False
+) -> pa.Table:
     n = len(ids)
-    if _numeric(column.type):
+    if as_classes:
+        value = column.cast(pa.float64()) if _numeric(column.type) else pa.nulls(n, pa.float64())
+        label = class_text(column)
+    elif _numeric(column.type):
         value = column.cast(pa.float64())
         label = pa.array([""] * n)
     else:
@@ -171,6 +194,7 @@ def _inferences(
     ts: pa.ChunkedArray,
     features: list[str],
     prediction_column: str | None,
+    score_columns: dict[str, str],
 ) -> pa.Table:
     n = table.num_rows
     num = [f for f in features if _numeric(table.column(f).type)]
@@ -190,7 +214,11 @@ def _inferences(
         or [np.empty((n, 0), dtype=object)]
     )
     columns["cat_names"], columns["cat_values"] = _lists(cat, cat_values.ravel(), n)
-    if prediction_column is not None:
+    if score_columns:
+        columns.update(_scores(table, score_columns))
+    if prediction_column is not None and score_columns:
+        columns["prediction_label"] = class_text(table.column(prediction_column))
+    elif prediction_column is not None:
         prediction = table.column(prediction_column)
         if _numeric(prediction.type):
             columns["prediction"] = prediction.cast(pa.float64())
@@ -198,6 +226,44 @@ def _inferences(
             columns["prediction_label"] = pc.fill_null(prediction.cast(pa.string()), "")
     schema = pa.schema([SCHEMA.field(name) for name in columns])
     return pa.Table.from_arrays([_chunked(c) for c in columns.values()], schema=schema)
+
+
+def class_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A column of classes as text: whole numbers without a decimal point (``1.0`` -> ``"1"``), empty when null."""
+    if pa.types.is_floating(column.type):
+        values = column.to_numpy(zero_copy_only=False)
+        whole = np.isfinite(values) & (np.floor(values) == values)
+        if whole[~np.isnan(values)].all():
+            column = pa.chunked_array([pa.array(np.where(np.isnan(values), None, values), type=pa.float64())])
+            column = column.cast(pa.int64())
+    return pc.fill_null(column.cast(pa.string()), "")
+
+
+def _scores(table: pa.Table, score_columns: dict[str, str]) -> dict[str, pa.ChunkedArray | pa.Array]:
+    """The score columns as ``prediction`` (binary) or as ``output_names``/``output_values`` (one per class)."""
+    for name in score_columns.values():
+        column = table.column(name)
+        if not _numeric(column.type):
+            raise UserError(f"score column {name!r} holds {column.type} values; scores are probabilities in [0, 1]")
+        values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        bad = ~np.isnan(values) & ((values < 0) | (values > 1))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise UserError(
+                f"score column {name!r} row {row + 1} holds {values[row]!r}, outside [0, 1]: give the predicted "
+                "probability (e.g. predict_proba), not a logit or a margin"
+            )
+    if list(score_columns) == [""]:
+        return {"prediction": table.column(score_columns[""]).cast(pa.float64())}
+    if "" in score_columns:
+        raise UserError("give either one --score-column S (binary) or --score-column CLASS=COLUMN per class, not both")
+    n = table.num_rows
+    classes = list(score_columns)
+    values = np.column_stack(
+        [pc.fill_null(table.column(c).cast(pa.float64()), np.nan).to_numpy() for c in score_columns.values()]
+    )
+    names, flat = _lists(classes, values.ravel(), n)
+    return {"output_names": names, "output_values": flat}
 
 
 def _lists(names: list[str], flat_values: np.ndarray, n: int) -> tuple[pa.Array, pa.Array]:

@@ -40,7 +40,7 @@ upstream_duration = Histogram(
 )
 events_captured = Counter(
     "driftwarden_collector_events_captured",
-    "Events accepted by the writer",
+    "Events accepted by the writer (counted as the flusher takes their batch: at most flush_interval_ms late)",
     ["model"],
     registry=REGISTRY,
 )
@@ -92,5 +92,11 @@ redactions = Counter(
     "driftwarden_collector_redactions",
     "Values redacted before leaving the process, by rule",
     ["model", "rule"],
+    registry=REGISTRY,
+)
+malformed_requests = Counter(
+    "driftwarden_collector_malformed_requests",
+    "Requests that were not valid HTTP, answered 400 by the collector itself (never sent upstream)",
+    ["model"],
     registry=REGISTRY,
 )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 import zlib
 from collections import Counter
 from typing import Any, Protocol
@@ -45,6 +46,24 @@ class EventSink(Protocol):
     """What the pipeline hands events to: ``collector.writer.Writer`` (never blocks, never raises)."""
 
     def submit(self, event: Event) -> None: ...
+
+    def submit_many(self, events: list[Event], ticket: int) -> None: ...
+
+
+def _derive_event_ids(ex: Exchange, events: list[Event]) -> None:
+    """Event ids from the exchange's id: row ``i`` gets ``exchange_id XOR i`` (the version bits stay).
+
+    Capturing the same exchange twice (from the journal after a crash) gives the same ids, so the
+    store keeps its rows once. A trusted client's ``X-Driftwarden-Event-Id`` stays on the first row.
+    """
+    base = ex.exchange_id.int
+    client_id = bool(ex.extra.get("event_id"))
+    for i, event in enumerate(events):
+        if i == 0:
+            if not client_id or event.event_id == ex.exchange_id:
+                event.event_id = ex.exchange_id
+        else:
+            event.event_id = uuid.UUID(int=base ^ i)
 
 
 def build_redactor(config: CollectorConfig) -> Redactor:
@@ -87,15 +106,22 @@ class Pipeline:
         return self.selector.pick(method, path) is not None
 
     def process(self, ex: Exchange) -> int:
-        """Capture one exchange; returns the number of events submitted (0 on a capture error)."""
+        """Capture one exchange; returns the number of events submitted (0 on a capture error).
+
+        A journaled exchange (``journal_seq >= 0``) goes to the writer with its sequence number, which
+        the writer releases from the journal once every event of it is acknowledged (or dropped).
+        """
         try:
             events = self.events(ex)
         except Exception:
             self._capture_errors.inc()
             log.exception("capture of %s %s failed; the event is dropped", ex.method, ex.path)
-            return 0
-        for event in events:
-            self.sink.submit(event)
+            events = []
+        if ex.journal_seq >= 0:
+            self.sink.submit_many(events, ex.journal_seq)
+        else:
+            for event in events:
+                self.sink.submit(event)
         return len(events)
 
     def events(self, ex: Exchange) -> list[Event]:
@@ -117,6 +143,7 @@ class Pipeline:
             captured = receiver.capture(
                 ex, model=cfg.model, model_version=cfg.model_version, model_digest=cfg.model_digest
             )
+        _derive_event_ids(ex, captured.events)
         self._error_class(ex, captured.events)
         sampled = self.sampler.keep(cfg.model)
         self._payloads(ex, captured, sampled, parsed_ok=not too_large)
@@ -183,13 +210,27 @@ class Pipeline:
         return cap_text(text, self._max_bytes)
 
     def _redact_fields(self, event: Event) -> None:
-        """Patterns in generated text, labels and categorical values; whole values of redacted feature names."""
+        """Patterns in generated text, labels, categorical values and text features; whole values of redacted
+        feature names."""
         counts: Counter[str] = Counter()
         redactor = self.redactor
+        generated = event.output_text
         if event.output_text:
             event.output_text = redactor.text(event.output_text, counts)
             event.output_text, cut = cap_text(event.output_text, max(self._max_bytes, 1))
             event.payload_truncated = event.payload_truncated or cut
+        if event.text_values:  # text features: redacted like categorical values, cut like payloads
+            texts = event.text_values
+            for j, name in enumerate(event.text_names):
+                if generated and texts[j] == generated:  # the completion: already redacted and counted above
+                    texts[j] = event.output_text
+                    continue
+                if redactor.is_field(name):
+                    counts["field"] += 1
+                    texts[j] = redactor.token("field", texts[j])
+                    continue
+                texts[j], cut = cap_text(redactor.text(texts[j], counts), max(self._max_bytes, 1))
+                event.payload_truncated = event.payload_truncated or cut
         if event.prediction_label:
             event.prediction_label = redactor.text(event.prediction_label, counts)
         if event.cat_values:

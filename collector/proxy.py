@@ -22,6 +22,11 @@ What "transparent" means here:
   not answer within ``upstream_timeout_s`` ``504``, each with a short JSON
   body ``{"error": ..., "message": ...}``.
 
+Nothing answered is lost: with a journal (``collector.journal``, in the spool
+directory), the exchange is appended to it before the response (or, for a
+stream, its last chunk) is released, and released from it once the writer has
+acknowledged its events; a restart captures what a crash left there.
+
 Capture happens off the inference path: the handler records references and
 timestamps into an :class:`~collector.exchange.Exchange` and, once the last
 byte of the response has been handed to the socket, schedules
@@ -60,7 +65,9 @@ from yarl import URL
 from driftwarden.collector import metrics
 from driftwarden.collector.config import CollectorConfig
 from driftwarden.collector.exchange import Exchange
+from driftwarden.collector.journal import Journal
 from driftwarden.collector.pipeline import Pipeline
+from driftwarden.collector.protocol_log import ProtocolLog
 
 log = logging.getLogger("driftwarden.collector")
 
@@ -101,9 +108,10 @@ _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 class Proxy:
     """The reverse proxy server. Owns the upstream connection pool; hands exchanges to ``pipeline``."""
 
-    def __init__(self, config: CollectorConfig, pipeline: Pipeline) -> None:
+    def __init__(self, config: CollectorConfig, pipeline: Pipeline, journal: Journal | None = None) -> None:
         self.config = config
         self.pipeline = pipeline
+        self.journal = journal
         self._prefix = config.upstream  # scheme://host[:port][/base], no trailing slash
         self._tenant_header = istr(config.tenant_header)
         self._default_tenant = config.default_tenant
@@ -139,7 +147,12 @@ class Proxy:
             cookie_jar=aiohttp.DummyCookieJar(),
             raise_for_status=False,
         )
-        self._server = web.Server(self._handle, auto_decompress=False, access_log=None)
+        self._server = web.Server(
+            self._handle,
+            auto_decompress=False,
+            access_log=None,
+            logger=ProtocolLog(log, metrics.malformed_requests.labels(cfg.model)),
+        )
         host, port = cfg.listen_address
         loop = asyncio.get_running_loop()
         try:
@@ -191,7 +204,8 @@ class Proxy:
                 response = await self._error(request, ex, 502, "collector_error", f"the collector failed: {exc}")
         finally:
             self.in_flight -= 1
-        ex.t_end = perf_counter()
+        if not ex.t_end:  # _commit sets it as the response is released; else (client gone, stream cut): now
+            ex.t_end = perf_counter()
         self._observe(ex)
         if len(ex.request_body) + len(ex.response_body) > OFFLOAD_BYTES:
             self._capture_thread.submit(self.pipeline.process, ex)
@@ -306,12 +320,31 @@ class Proxy:
         ex.status = response.status
         ex.response_body = body
         ex.response_bytes = len(body)
+        await self._commit(ex)
         try:
             await response.prepare(request)
             await response.write_eof()
         except ConnectionError:
             ex.error_class = ex.error_class or "client_disconnected"
         return response
+
+    async def _commit(self, ex: Exchange) -> None:
+        """Journal an inference before its response is released (see ``collector.journal``).
+
+        One ``write(2)`` into the page cache on the loop; exchanges with large bodies are written
+        from a thread, so the loop does not copy and checksum megabytes. With ``fsync: always``
+        the response waits for the group ``fdatasync`` that covers its record.
+        """
+        ex.t_end = perf_counter()
+        journal = self.journal
+        if journal is None or not self.pipeline.wants(ex.method, ex.path):
+            return
+        if len(ex.request_body) + len(ex.response_body) > OFFLOAD_BYTES:
+            seq = await asyncio.get_running_loop().run_in_executor(None, journal.append, ex)
+        else:
+            seq = journal.append(ex)
+        if journal.fsync == "always":
+            await journal.synced(seq)
 
     async def _stream(
         self,
@@ -354,7 +387,11 @@ class Proxy:
                     if marks is not None:
                         marks.append((perf_counter(), captured))
             else:
+                ex.t_upstream_end = perf_counter()
+                _finish_stream(ex, parts, captured, total, marks)
+                await self._commit(ex)
                 await response.write_eof()
+                return response
         except TimeoutError:
             ex.error_class = "upstream_timeout"
             _abort(request)
@@ -364,10 +401,7 @@ class Proxy:
         except ConnectionError:
             ex.error_class = "client_disconnected"
         ex.t_upstream_end = perf_counter()
-        ex.response_bytes = total
-        ex.response_body = b"".join(parts)
-        ex.response_cut = captured < total
-        ex.chunk_marks = marks
+        _finish_stream(ex, parts, captured, total, marks)
         return response
 
     async def _error(self, request: BaseRequest, ex: Exchange, status: int, error: str, message: str) -> web.Response:
@@ -377,6 +411,7 @@ class Proxy:
         response = web.Response(body=body, status=status, content_type="application/json")
         ex.status = status
         ex.response_bytes = len(body)
+        await self._commit(ex)
         try:
             await response.prepare(request)
             await response.write_eof()
@@ -397,6 +432,15 @@ class Proxy:
         self._m_duration.observe(ex.t_end - ex.t_start)
         if ex.t_upstream_end and ex.t_upstream_start:
             self._m_upstream.observe(ex.t_upstream_end - ex.t_upstream_start)
+
+
+def _finish_stream(
+    ex: Exchange, parts: list[bytes], captured: int, total: int, marks: list[tuple[float, int]] | None
+) -> None:
+    ex.response_bytes = total
+    ex.response_body = b"".join(parts)
+    ex.response_cut = captured < total
+    ex.chunk_marks = marks
 
 
 class _ClientGone(Exception):

@@ -14,11 +14,14 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from driftwarden.collector.admin import Admin, Readiness
 from driftwarden.collector.config import CollectorConfig
+from driftwarden.collector.journal import Journal
 from driftwarden.collector.pipeline import EventSink, Pipeline
 from driftwarden.collector.proxy import Proxy
+from driftwarden.errors import UserError
 
 log = logging.getLogger("driftwarden.collector")
 
@@ -42,11 +45,21 @@ def run(config: CollectorConfig, *, announce: Callable[[str], None] | None = Non
     # after at most 1 ms instead of Python's default 5 ms.
     sys.setswitchinterval(0.001)
     loop = _new_loop()
+    journal = open_journal(config)
+    if journal is None:
+        print(
+            "driftwarden collector: no --spool-dir: captured events wait in memory until written, and a kill of "
+            "this process loses them; give --spool-dir for the write-ahead journal and the spool",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
-        loop.run_until_complete(_serve(config, writer, readiness, announce or _print, grace_s))
+        loop.run_until_complete(_serve(config, writer, readiness, announce or _print, grace_s, journal))
     finally:
         loop.close()
         stats = writer.close(timeout=10.0)
+        if journal is not None:
+            journal.close()  # after the writer: what it acknowledged is released, the rest stays for the next run
         print(
             f"driftwarden collector: stopped; events submitted {stats.submitted}, written {stats.written}, "
             f"spooled {stats.spooled}, dropped {sum(stats.dropped.values())}",
@@ -60,7 +73,8 @@ def run(config: CollectorConfig, *, announce: Callable[[str], None] | None = Non
 def _migrate_embedded_store(config: CollectorConfig):
     """An embedded store belongs to this process alone, so the collector brings its schema up to date.
 
-    A ClickHouse server's schema is the operator's (``driftwarden migrate``) and is not touched.
+    A ClickHouse server's schema is the operator's (``driftwarden migrate``) and is not touched. The
+    store keeps the retention it has: a collector's start never resets a TTL its operator set.
     """
     if config.hub:
         return None
@@ -69,9 +83,7 @@ def _migrate_embedded_store(config: CollectorConfig):
 
     if not parse(resolve(config.store)).embedded:
         return None
-    client = storage.connect(config.store, create_database=True)
-    storage.migrate(client)
-    return client
+    return storage.open_store(config.store)
 
 
 class Collector:
@@ -82,17 +94,30 @@ class Collector:
     ``stop``.
     """
 
-    def __init__(self, config: CollectorConfig, writer: EventSink, readiness: Readiness | None = None) -> None:
+    def __init__(
+        self,
+        config: CollectorConfig,
+        writer: EventSink,
+        readiness: Readiness | None = None,
+        journal: Journal | None = None,
+    ) -> None:
         self.config = config
         self.readiness = readiness or Readiness(writer_started=True)
         self.pipeline = Pipeline(config, writer)
-        self.proxy = Proxy(config, self.pipeline)
+        self.journal = journal
+        if journal is not None:
+            writer.on_release = journal.release  # type: ignore[attr-defined]
+        self.proxy = Proxy(config, self.pipeline, journal)
         self.admin = Admin(self.readiness, config.upstream) if config.admin_address else None
         self.address: tuple[str, int] | None = None
         self.admin_address: tuple[str, int] | None = None
 
     async def start(self) -> str:
-        """Bind the listeners; returns the "listening on" line."""
+        """Capture what a previous run journaled and did not deliver, bind the listeners; returns the listening line."""
+        if self.journal is not None:
+            recovered = self.journal.recover()
+            for ex in recovered:
+                self.pipeline.process(ex)
         self.address = await self.proxy.start()
         self.readiness.listener_up = True
         line = f"driftwarden collector: listening on http://{_hostport(*self.address)} -> {self.config.upstream}"
@@ -110,12 +135,31 @@ class Collector:
             await self.admin.stop()
 
 
-async def _serve(config: CollectorConfig, writer: EventSink, readiness: Readiness, announce, grace_s: float) -> None:
+def open_journal(config: CollectorConfig) -> Journal | None:
+    """The write-ahead journal in ``spool_dir/journal`` (see ``collector.journal``); None without a spool directory.
+
+    Raises :class:`driftwarden.errors.UserError` when the directory cannot be used.
+    """
+    if not config.spool_dir:
+        return None
+    from driftwarden.collector.journal import JournalError
+
+    try:
+        return Journal(
+            Path(config.spool_dir) / "journal", fsync=config.fsync, fsync_interval_ms=config.fsync_interval_ms
+        )
+    except JournalError as exc:
+        raise UserError(str(exc.strerror or exc)) from None
+
+
+async def _serve(
+    config: CollectorConfig, writer: EventSink, readiness: Readiness, announce, grace_s: float, journal
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    collector = Collector(config, writer, readiness)
+    collector = Collector(config, writer, readiness, journal)
     announce(await collector.start())
     # Everything allocated so far lives as long as the process: keep it out of the cyclic collector's full
     # passes, whose pauses would otherwise land on the requests of that moment.

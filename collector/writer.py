@@ -36,11 +36,13 @@ events in steady state (measured in tests/test_collector_writer.py).
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -125,6 +127,12 @@ class Writer:
         self._flusher: threading.Thread | None = None
         self._replayer: threading.Thread | None = None
         self._counts: Counter[str] = Counter()  # guarded by _lock
+        # Journal tickets: (events enqueued when the exchange's last event was, journal seq), in order; a
+        # ticket is released once the flusher has exported (acknowledged or dropped) that many events.
+        self._tickets: collections.deque[tuple[int, int]] = collections.deque()  # guarded by _lock
+        self._enqueued = 0  # events appended to the buffer so far; guarded by _lock
+        self._exported = 0  # of those, events whose batch the flusher has finished; guarded by _lock
+        self.on_release: Callable[[list[int]], None] | None = None  # e.g. collector.journal.Journal.release
         self._sink_healthy = True
         sink_name = sink.name if sink is not None else "none"
         # Children resolved once: labels() costs a dict lookup and a lock per call.
@@ -144,23 +152,57 @@ class Writer:
         try:
             with self._lock:
                 self._counts["submitted"] += 1
-                if self._closed:
-                    self._counts["dropped_closed"] += 1
-                    dropped = "closed"
-                elif len(self._buffer) >= self.max_buffer_events:
-                    self._counts["dropped_memory_full"] += 1
-                    dropped = "memory_full"
-                else:
-                    self._buffer.append(event)
-                    dropped = None
-                    if len(self._buffer) == self.batch_events:
+                buffer = self._buffer
+                if not self._closed and len(buffer) < self.max_buffer_events:
+                    buffer.append(event)
+                    self._enqueued += 1
+                    if len(buffer) == self.batch_events:
                         self._wake_flusher.notify()
-            if dropped is None:
-                self._m_captured.inc()
-            else:
-                metrics.events_dropped.labels(self.model, dropped).inc()
+                    return  # events_captured is counted by the flusher, per batch: no second lock here
+                dropped = "closed" if self._closed else "memory_full"
+                self._counts[f"dropped_{dropped}"] += 1
+            metrics.events_dropped.labels(self.model, dropped).inc()
         except Exception:  # the inference path must never fail because of monitoring
             log.exception("dropping an event that could not be queued")
+
+    def submit_many(self, events: list[Event], ticket: int) -> None:
+        """Queue the events of one journaled exchange; ``on_release([ticket])`` follows once all are exported.
+
+        Exported means acknowledged (in the sink, or fsync'd in the spool) or dropped for a counted
+        reason. An exchange without events is released at once. Never blocks, never raises.
+        """
+        try:
+            accepted = dropped = 0
+            reason = ""
+            released = False
+            with self._lock:
+                self._counts["submitted"] += len(events)
+                for event in events:
+                    if self._closed:
+                        reason = "closed"
+                    elif len(self._buffer) >= self.max_buffer_events:
+                        reason = "memory_full"
+                    else:
+                        self._buffer.append(event)
+                        accepted += 1
+                        continue
+                    dropped += 1
+                if dropped:
+                    self._counts[f"dropped_{reason}"] += dropped
+                if accepted:
+                    self._enqueued += accepted
+                    if len(self._buffer) >= self.batch_events:
+                        self._wake_flusher.notify()
+                if self._enqueued <= self._exported and not self._tickets:
+                    released = True
+                else:
+                    self._tickets.append((self._enqueued, ticket))
+            if dropped:
+                metrics.events_dropped.labels(self.model, reason).inc(dropped)
+            if released and self.on_release is not None:
+                self.on_release([ticket])
+        except Exception:  # the inference path must never fail because of monitoring
+            log.exception("dropping the events of an exchange that could not be queued")
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -276,13 +318,29 @@ class Writer:
                 batch, self._buffer = self._buffer, []
             else:
                 batch, self._buffer = self._buffer[: self.batch_events], self._buffer[self.batch_events :]
+        self._m_captured.inc(len(batch))
         try:
             self._export(batch)
         except Exception:  # a bug here must not kill the thread and stop all writing
             log.exception("writing a batch of %d events failed", len(batch))
             self._count("dropped_internal_error", len(batch))
             metrics.events_dropped.labels(self.model, "internal_error").inc(len(batch))
+        self._mark_exported(len(batch))
         return True
+
+    def _mark_exported(self, n: int) -> None:
+        """The flusher finished ``n`` more events (in buffer order): release the tickets they complete."""
+        done: list[int] = []
+        with self._lock:
+            self._exported += n
+            tickets = self._tickets
+            while tickets and tickets[0][0] <= self._exported:
+                done.append(tickets.popleft()[1])
+        if done and self.on_release is not None:
+            try:
+                self.on_release(done)
+            except Exception:
+                log.exception("releasing %d journaled exchanges failed", len(done))
 
     def _export(self, batch: list[Event]) -> None:
         n = len(batch)

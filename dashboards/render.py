@@ -23,12 +23,13 @@ TYPECHECK_DIR = PACKAGE_DIR / "typecheck"  # tsconfig, the DashboardJson type an
 
 
 def _registry() -> dict[str, Callable[[], Dashboard]]:
-    from driftwarden.dashboards import drift, reproducibility, sre_overview
+    from driftwarden.dashboards import drift, llm_overview, reproducibility, sre_overview
 
     return {
         "sre-overview": sre_overview.build,
         "drift": drift.build,
         "reproducibility": reproducibility.build,
+        "llm-overview": llm_overview.build,
     }
 
 

@@ -108,7 +108,7 @@ def model_page_link() -> dash.DashboardLink:
     return (
         dash.DashboardLink("Drift reports of ${model}")
         .type(DashboardLinkType.LINK)
-        .url("${api_url}/models/${model}")
+        .url("${api_url}/models/${model:percentencode}")
         .icon("doc")
         .target_blank(True)
     )
@@ -119,14 +119,14 @@ def time_range_link(title: str = "Drift results of this time range") -> dash.Das
     return (
         dash.DashboardLink(title)
         .type(DashboardLinkType.LINK)
-        .url("${api_url}/models/${model}?window=${__from:date:iso}..${__to:date:iso}")
+        .url("${api_url}/models/${model:percentencode}?window=${__from:date:iso}..${__to:date:iso}")
         .target_blank(True)
     )
 
 
 # The API's report page of one analysed window: the table rows carry both windows as ISO text.
 ROW_REPORT_URL = (
-    "${api_url}/models/${model}/report"
+    "${api_url}/models/${model:percentencode}/report"
     "?reference=${__data.fields.reference_start}..${__data.fields.reference_end}"
     "&current=${__data.fields.window_start}..${__data.fields.window_end}"
 )

@@ -27,11 +27,23 @@ from pydantic import (
 from driftwarden.detectors.methods import METHODS as DRIFT_METHODS
 from driftwarden.detectors.window import Window
 from driftwarden.errors import UserError
+from driftwarden.names import model_name_problem
 
-DETECTORS = ("drift", "prediction_drift", "performance", "latency", "consistency", "replay")
-FEATURE_KINDS = ("numeric", "categorical", "text")
-# Text features are numeric descriptors of the text the collector extracts (e.g. prompt_chars).
-_ANALYSED_AS = {"numeric": "numeric", "categorical": "categorical", "text": "numeric"}
+DETECTORS = (
+    "drift",
+    "prediction_drift",
+    "performance",
+    "estimated_performance",
+    "latency",
+    "consistency",
+    "replay",
+    "multivariate_drift",
+    "data_quality",
+    "segments",
+)
+FEATURE_KINDS = ("numeric", "categorical", "text", "embedding")
+# Text features are documents (text_names/text_values), embeddings vectors (emb_names/emb_values): migration 0007.
+_ANALYSED_AS = {"numeric": "numeric", "categorical": "categorical", "text": "text", "embedding": "embedding"}
 # Methods the drift detectors implement, by the kind of feature they apply to ("auto" picks as Evidently does).
 METHODS: dict[str, tuple[str, ...]] = {
     kind: ("auto", *sorted(n for n, m in DRIFT_METHODS.items() if analysed in m.feature_types))
@@ -102,7 +114,7 @@ class DriftConfig(_Strict):
     """Drift methods, thresholds and false-positive control. Keys left out keep the detector's defaults."""
 
     thresholds: dict[str, float] = {}  # default threshold per method name
-    by_kind: dict[Literal["numeric", "categorical", "text"], FeatureOverride] = {}
+    by_kind: dict[Literal["numeric", "categorical", "text", "embedding"], FeatureOverride] = {}
     by_feature: dict[str, FeatureOverride] = {}
     prediction: FeatureOverride = FeatureOverride()
     min_samples: int | None = Field(default=None, ge=1)
@@ -114,6 +126,7 @@ class DriftConfig(_Strict):
     chisquare_homogeneity: bool | None = None
     # numeric features with more values than this (reference + current) are compared on cells
     exact_max_values: int | None = Field(default=None, ge=0)
+    exact_max_run_values: int | None = Field(default=None, ge=0)  # features x rows of a run above: all on cells
     cell_resolution: float | None = Field(default=None, gt=0, le=0.1)  # cell width, in reference std
 
     @field_validator("thresholds")
@@ -158,7 +171,7 @@ def _check_window(text: str, name: str) -> None:
 
 class FeatureEntry(_Strict):
     name: str = Field(min_length=1)
-    kind: Literal["numeric", "categorical", "text"]
+    kind: Literal["numeric", "categorical", "text", "embedding"]
 
 
 class FeaturesConfig(_Strict):
@@ -168,11 +181,12 @@ class FeaturesConfig(_Strict):
     numeric: list[str] = []
     categorical: list[str] = []
     text: list[str] = []
+    embedding: list[str] = []
 
     @model_validator(mode="after")
     def _something(self) -> FeaturesConfig:
-        if not (self.discover or self.numeric or self.categorical or self.text):
-            raise ValueError("no features: list numeric/categorical/text features or set discover: true")
+        if not (self.discover or self.numeric or self.categorical or self.text or self.embedding):
+            raise ValueError("no features: list numeric/categorical/text/embedding features or set discover: true")
         return self
 
     def listed(self) -> list[FeatureEntry]:
@@ -199,6 +213,9 @@ class PerformanceConfig(_Strict):
     task: Literal["classification", "regression"]
     positive_label: str | None = None  # binary classification; default "1", "true" or the greater label
     label_horizon: Duration = dt.timedelta(days=7)  # windows this recent are recomputed as labels arrive
+    # performance without labels (CBPE / DLE) against the model's fixed, labelled reference window
+    estimate: bool = True
+    estimate_metrics: list[Literal["roc_auc", "f1", "precision", "recall", "accuracy", "mae", "rmse"]] | None = None
 
 
 class ReplayConfig(_Strict):
@@ -214,6 +231,37 @@ class ReplayConfig(_Strict):
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("expected the collector's URL, http://host:port or https://host:port")
         return value.rstrip("/")
+
+
+class MultivariateConfig(_Strict):
+    """Multivariate drift (detectors/multivariate): methods and their options; NannyML's defaults."""
+
+    methods: list[Literal["pca_reconstruction", "domain_classifier"]] = ["pca_reconstruction", "domain_classifier"]
+    n_components: float = Field(default=0.65, gt=0)  # PCA: explained variance to keep (< 1) or a count
+    sigma: float = Field(default=3.0, gt=0)  # PCA thresholds: mean +- sigma std of the reference chunks
+    classifier_rows: int = Field(default=10_000, ge=100, le=1_000_000)  # sampled rows per window
+    auc_lower: float = Field(default=0.45, ge=0, le=1)
+    auc_upper: float = Field(default=0.65, ge=0, le=1)
+
+
+class QualityConfig(_Strict):
+    """Data-quality thresholds (detectors/quality.py): a check fails when its value is above its threshold."""
+
+    missing: float = Field(default=0.05, ge=0, le=1)  # share of rows without the feature (beyond the reference's)
+    type_mismatch: float = Field(default=0.0, ge=0, le=1)  # share of rows with the feature under the other kind
+    out_of_range: float = Field(default=0.05, ge=0, le=1)  # share of numeric values outside the reference range
+    unseen_category: float = Field(default=0.05, ge=0, le=1)  # share of categorical values the reference lacked
+    malformed_rows: int = Field(default=0, ge=0)  # rows whose name and value arrays differ in length
+    constant: bool = True  # a feature with one value in the window (not constant in the reference) fails
+    schema_changes: bool = True  # a feature that appears or disappears against the reference fails
+
+
+class SegmentsConfig(_Strict):
+    """Segment dimensions (detectors/segments.py): tags (tenant, model_version) or categorical features."""
+
+    dimensions: list[str] = Field(min_length=1)  # tenant | model_version | endpoint | a categorical feature name
+    max_segments: int = Field(default=20, ge=1, le=200)  # per dimension; the rest is summed into 'other'
+    min_rows: int = Field(default=30, ge=1)  # fewer rows in a segment: no value, a message says why
 
 
 class ReproducibilityConfig(_Strict):
@@ -237,6 +285,9 @@ class ModelConfig(_Strict):
     slo: SLOConfig | None = None
     performance: PerformanceConfig | None = None
     reproducibility: ReproducibilityConfig = ReproducibilityConfig()
+    multivariate: MultivariateConfig = MultivariateConfig()
+    quality: QualityConfig = QualityConfig()
+    segments: SegmentsConfig | None = None
     detectors: list[Literal[DETECTORS]] | None = None  # type: ignore[valid-type]
 
     @field_validator("reference")
@@ -245,6 +296,14 @@ class ModelConfig(_Strict):
         if value is None or value == "previous" or ".." not in value:
             return value
         _check_window(value, "reference")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        problem = model_name_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
 
@@ -304,6 +363,15 @@ class Config(_Strict):
         accepted = ", ".join(repr(b) for b in self.baselines) or "none defined under `baselines`"
         raise ValueError(f"accepted: 'previous', a START..END window, or a name under `baselines` ({accepted})")
 
+    def _estimates(self, model: ModelConfig) -> bool:
+        """Estimation runs with a performance section and a fixed reference window (it learns on its labels)."""
+        if model.performance is None or not model.performance.estimate:
+            return False
+        try:
+            return self.resolve_reference(model).kind == "window"
+        except ValueError:
+            return False
+
     def enabled(self, model: ModelConfig) -> list[str]:
         """The detectors that run for ``model``: the listed ones, else every one it is configured for."""
         wanted = list(model.detectors) if model.detectors is not None else list(DETECTORS)
@@ -312,6 +380,12 @@ class Config(_Strict):
             if name in ("drift",) and model.features is None:
                 continue
             if name == "performance" and model.performance is None:
+                continue
+            if name in ("multivariate_drift", "data_quality") and model.features is None:
+                continue
+            if name == "segments" and model.segments is None:
+                continue
+            if name == "estimated_performance" and not self._estimates(model):
                 continue
             if name == "consistency" and not model.reproducibility.consistency:
                 continue
@@ -329,6 +403,8 @@ def read_file(path: str | Path) -> str:
         raise UserError(f"configuration file {path} does not exist") from None
     except OSError as exc:
         raise UserError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"configuration file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
 
 
 def load(path: str | Path) -> Config:

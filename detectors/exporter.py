@@ -11,11 +11,18 @@ driftwarden_feature_drift_score / _drifted / _persistent        model, model_ver
 driftwarden_dataset_drift_share / driftwarden_dataset_drifted   model, model_version
 driftwarden_prediction_drift_score / _drifted                   model, model_version, method
 driftwarden_performance                                         model, model_version, metric
+driftwarden_estimated_performance (_lower/_upper_threshold,     model, model_version, metric
+  _alert): performance estimated without labels (CBPE, DLE)
 driftwarden_latency_seconds                                     model, model_version, quantile (0.5 ... 0.99)
 driftwarden_error_ratio / driftwarden_requests_per_second       model, model_version
 driftwarden_slo_burn_rate                                       model, model_version, window (1h, 6h, 24h, 30d)
 driftwarden_slo_attainment                                      model, model_version
 driftwarden_reproducibility_rate                                model, model_version, kind (consistency, replay)
+driftwarden_multivariate_drift (_alert, _lower_threshold,       model, model_version, method
+  _upper_threshold): PCA reconstruction error (pca_reconstruction), domain-classifier ROC AUC (domain_classifier)
+driftwarden_data_quality_value / _failed                        model, model_version, check, feature
+driftwarden_segment_degradation / _flagged                      model, model_version, dimension, segment, signal,
+  (at most max_segments per dimension, the rest in "other")     metric
 driftwarden_detector_last_success_timestamp_seconds             detector, model
 driftwarden_detector_run_duration_seconds                       detector, model
 driftwarden_detector_errors_total (counter)                     detector, model
@@ -83,6 +90,30 @@ class Exporter:
         self.performance = Gauge(
             "driftwarden_performance", "Model quality on labelled predictions", [*VERSION, "metric"], registry=r
         )
+        self.estimated_performance = Gauge(
+            "driftwarden_estimated_performance",
+            "Model quality estimated without labels (CBPE for classifiers, DLE for regressors)",
+            [*VERSION, "metric"],
+            registry=r,
+        )
+        self.estimated_lower = Gauge(
+            "driftwarden_estimated_performance_lower_threshold",
+            "Lower alert threshold of the estimate, from reference chunks",
+            [*VERSION, "metric"],
+            registry=r,
+        )
+        self.estimated_upper = Gauge(
+            "driftwarden_estimated_performance_upper_threshold",
+            "Upper alert threshold of the estimate, from reference chunks",
+            [*VERSION, "metric"],
+            registry=r,
+        )
+        self.estimated_alert = Gauge(
+            "driftwarden_estimated_performance_alert",
+            "1 when the estimate left its thresholds",
+            [*VERSION, "metric"],
+            registry=r,
+        )
         self.latency_seconds = Gauge(
             "driftwarden_latency_seconds",
             "Request latency quantile over the window",
@@ -130,6 +161,42 @@ class Exporter:
             ["model"],
             registry=r,
         )
+        multivariate = [*VERSION, "method"]
+        self.multivariate_drift = Gauge(
+            "driftwarden_multivariate_drift",
+            "Multivariate drift: PCA reconstruction error or domain-classifier ROC AUC",
+            multivariate,
+            registry=r,
+        )
+        self.multivariate_alert = Gauge(
+            "driftwarden_multivariate_drift_alert", "1 when the value left its thresholds", multivariate, registry=r
+        )
+        self.multivariate_lower = Gauge(
+            "driftwarden_multivariate_drift_lower_threshold", "Lower alert threshold", multivariate, registry=r
+        )
+        self.multivariate_upper = Gauge(
+            "driftwarden_multivariate_drift_upper_threshold", "Upper alert threshold", multivariate, registry=r
+        )
+        quality = [*VERSION, "check", "feature"]
+        self.quality_value = Gauge(
+            "driftwarden_data_quality_value",
+            "Data-quality check value of the latest window (a share of rows, or a count)",
+            quality,
+            registry=r,
+        )
+        self.quality_failed = Gauge(
+            "driftwarden_data_quality_failed", "1 when the check is above its threshold", quality, registry=r
+        )
+        segment = [*VERSION, "dimension", "segment", "signal", "metric"]
+        self.segment_degradation = Gauge(
+            "driftwarden_segment_degradation",
+            "Degradation of a segment against its own reference (worse > 0); at most max_segments + 'other'",
+            segment,
+            registry=r,
+        )
+        self.segment_flagged = Gauge(
+            "driftwarden_segment_flagged", "1 when the segment's degradation passed its threshold", segment, registry=r
+        )
         self._server: Any = None
 
     # -- results -> gauges ----------------------------------------------------------------------
@@ -170,6 +237,17 @@ class Exporter:
         for r in results:
             self.performance.labels(r.model, r.model_version, r.metric).set(r.value)
 
+    def observe_estimates(self, results: Iterable[Any]) -> None:
+        """Gauges of estimated performance (``EstimateResult``s); a window without an estimate sets nothing."""
+        for r in results:
+            if r.estimated is None:
+                continue
+            v = (r.model, r.model_version, r.metric)
+            self.estimated_performance.labels(*v).set(r.estimated)
+            self.estimated_lower.labels(*v).set(_finite(r.lower_threshold))
+            self.estimated_upper.labels(*v).set(_finite(r.upper_threshold))
+            self.estimated_alert.labels(*v).set(int(r.alert))
+
     def observe_reproducibility(self, results: Sequence[ReproducibilityResult]) -> None:
         # Several digests of one version: the worst rate is the one to see.
         worst: dict[tuple[str, str, str], float] = {}
@@ -178,6 +256,29 @@ class Exporter:
             worst[key] = min(worst.get(key, 1.0), r.rate)
         for (model, version, kind), rate in worst.items():
             self.reproducibility_rate.labels(model, version, kind).set(rate)
+
+    def observe_multivariate(self, results: Sequence[Any]) -> None:
+        """Set the multivariate gauges from ``MultivariateResult`` rows (NaN without a value)."""
+        for r in results:
+            labels = (r.model, r.model_version, r.method)
+            self.multivariate_drift.labels(*labels).set(_finite(r.value))
+            self.multivariate_alert.labels(*labels).set(int(r.alert))
+            self.multivariate_lower.labels(*labels).set(_finite(r.lower_threshold))
+            self.multivariate_upper.labels(*labels).set(_finite(r.upper_threshold))
+
+    def observe_quality(self, results: Sequence[Any]) -> None:
+        """Set the data-quality gauges from ``QualityResult`` rows (feature '' for checks of whole rows)."""
+        for r in results:
+            labels = (r.model, r.model_version, r.check_name, r.feature)
+            self.quality_value.labels(*labels).set(r.value)
+            self.quality_failed.labels(*labels).set(int(r.failed))
+
+    def observe_segments(self, results: Sequence[Any]) -> None:
+        """Set the segment gauges from ``SegmentResult`` rows (NaN without a value)."""
+        for r in results:
+            labels = (r.model, r.model_version, r.dimension, r.segment, r.signal, r.metric)
+            self.segment_degradation.labels(*labels).set(_finite(r.degradation))
+            self.segment_flagged.labels(*labels).set(int(r.flagged))
 
     def observe_run(self, run: Run) -> None:
         self.runs.labels(run.detector, run.model, run.status).inc()
@@ -212,7 +313,8 @@ class Exporter:
         if not models:
             return
         p = {"models": list(models)}
-        latest = "argMax({x}, (current_end, computed_at))"
+        # argMax skips NULL values; wrapped in a tuple, a NULL of the latest window is kept (NaN, as observed live)
+        latest = "argMax(tuple({x}), (current_end, computed_at)).1"
         q = client.query
         for m, v, feature, method, score, drifted, persistent in q(
             f"SELECT model, model_version, feature, method, {latest.format(x='coalesce(p_value, statistic)')}, "
@@ -246,6 +348,17 @@ class Exporter:
             parameters=p,
         ).result_rows:
             self.performance.labels(m, v, metric).set(value)
+        for m, v, metric, value, lower, upper, alert in q(
+            f"SELECT model, model_version, metric, {latest.format(x='estimated')}, "
+            f"{latest.format(x='lower_threshold')}, {latest.format(x='upper_threshold')}, {latest.format(x='alert')} "
+            "FROM estimated_performance_results WHERE model IN {models:Array(String)} AND estimated IS NOT NULL "
+            "GROUP BY model, model_version, metric",
+            parameters=p,
+        ).result_rows:
+            self.estimated_performance.labels(m, v, metric).set(value)
+            self.estimated_lower.labels(m, v, metric).set(_finite(lower))
+            self.estimated_upper.labels(m, v, metric).set(_finite(upper))
+            self.estimated_alert.labels(m, v, metric).set(int(alert))
         columns = [f.name for f in dataclasses.fields(LatencyResult)]
         wanted = [c for c in columns if c not in ("run_id", "computed_at")]
         for row in q(
@@ -263,6 +376,24 @@ class Exporter:
             parameters=p,
         ).result_rows:
             self.reproducibility_rate.labels(m, v, kind).set(rate)
+        for m, v, method, value, alert, lower, upper in q(
+            f"SELECT model, model_version, method, {latest.format(x='value')}, {latest.format(x='alert')}, "
+            f"{latest.format(x='lower_threshold')}, {latest.format(x='upper_threshold')} FROM multivariate_results "
+            "WHERE model IN {models:Array(String)} GROUP BY model, model_version, method",
+            parameters=p,
+        ).result_rows:
+            self.multivariate_drift.labels(m, v, method).set(_finite(value))
+            self.multivariate_alert.labels(m, v, method).set(int(alert))
+            self.multivariate_lower.labels(m, v, method).set(_finite(lower))
+            self.multivariate_upper.labels(m, v, method).set(_finite(upper))
+        for m, v, check, feature, value, failed in q(
+            f"SELECT model, model_version, check_name, feature, {latest.format(x='value')}, "
+            f"{latest.format(x='failed')} FROM quality_results WHERE model IN {{models:Array(String)}} "
+            "GROUP BY model, model_version, check_name, feature",
+            parameters=p,
+        ).result_rows:
+            self.quality_value.labels(m, v, check, feature).set(value)
+            self.quality_failed.labels(m, v, check, feature).set(int(failed))
         for detector, m, finished in q(
             "SELECT detector, model, toUnixTimestamp64Milli(max(finished_at)) FROM detector_runs "
             "WHERE model IN {models:Array(String)} AND status = 'ok' GROUP BY detector, model",

@@ -48,6 +48,7 @@ from driftwarden.detectors.window import Window, micros
 UTC = dt.UTC
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 logger = logging.getLogger("driftwarden.detectors")
+ANALYTICS = ("multivariate_drift", "data_quality", "segments")  # compare a window with the drift reference
 
 
 def due_windows(length: dt.timedelta, now: dt.datetime, lag: dt.timedelta, count: int) -> list[Window]:
@@ -90,11 +91,16 @@ class Scheduler:
             "drift": self._drift,
             "prediction_drift": self._prediction_drift,
             "performance": self._performance,
+            "estimated_performance": self._estimated_performance,
             "latency": self._latency,
             "consistency": self._consistency,
             "replay": self._replay,
+            "multivariate_drift": self._multivariate,
+            "data_quality": self._quality,
+            "segments": self._segments,
         }
         self.problems: list[str] = []  # failures of the last pass that are not a window's run
+        self._estimators: dict[str, object] = {}  # fitted CBPE / DLE per model, reference and window length
         for model in config.models:
             for detector in config.enabled(model):
                 self.exporter.touch(detector, model.name)
@@ -137,14 +143,14 @@ class Scheduler:
     def _jobs(self, detector: str, model: ModelConfig, now: dt.datetime) -> list[Job]:
         length = self.config.window_for(model)
         count = self.config.schedule.catch_up
-        if detector == "performance" and model.performance is not None:
+        if detector in ("performance", "estimated_performance") and model.performance is not None:
             count = max(1, min(10_000, int(model.performance.label_horizon / length)))
         windows = due_windows(length, now, self.config.schedule.lag, count)
         try:
             busy = self._windows_with_events(model, windows)
             done = runs.completed(self.client, detector, model.name, windows[0].start)
             labels: dict = {}
-            if detector == "performance":
+            if detector in ("performance", "estimated_performance"):
                 labels = label_states(self.client, model.name, [w for w in windows if w in busy], model.version)
         except Exception as exc:
             self._problem(detector, model.name, f"cannot read the store: {_one_line(exc)}")
@@ -189,7 +195,7 @@ class Scheduler:
             "model_version": model.version,
             "window": [window.start, window.end],
         }
-        if detector in ("drift", "prediction_drift"):
+        if detector in ("drift", "prediction_drift", *ANALYTICS):
             resolved = self.config.resolve_reference(model)
             reference = resolved.for_current(window)
             if (
@@ -201,6 +207,8 @@ class Scheduler:
             inputs["reference"] = [reference.start, reference.end]
             inputs["drift"] = self.config.drift_for(model).model_dump(mode="json")
             inputs["features"] = model.features.model_dump(mode="json") if model.features else None
+            if detector in ANALYTICS:
+                inputs["analytics"] = model.model_dump(mode="json", include={"multivariate", "quality", "segments"})
         elif detector == "latency":
             inputs["slo"] = self.config.slo_for(model).model_dump()
             inputs["collector_error_classes"] = sorted(self.config.collector_error_classes)
@@ -208,6 +216,13 @@ class Scheduler:
             assert model.performance is not None
             if not any(labelled for _, labelled, _ in labels.values()):
                 raise _Skip()
+            inputs["performance"] = model.performance.model_dump(mode="json", exclude={"label_horizon"})
+            inputs["labels"] = {v: list(s) for v, s in sorted(labels.items())}
+        elif detector == "estimated_performance":
+            # estimated without labels, recomputed when labels of the window arrive (the realized value)
+            assert model.performance is not None
+            reference = self.config.resolve_reference(model).for_current(window)
+            inputs["reference"] = [reference.start, reference.end]
             inputs["performance"] = model.performance.model_dump(mode="json", exclude={"label_horizon"})
             inputs["labels"] = {v: list(s) for v, s in sorted(labels.items())}
         elif detector == "replay":
@@ -303,6 +318,39 @@ class Scheduler:
         self.exporter.observe_performance(results)
         return written
 
+    def _estimated_performance(self, model: ModelConfig, window: Window) -> int:
+        from driftwarden.detectors.estimation.estimator import estimate, fit_estimator
+        from driftwarden.detectors.estimation.results import write_estimates
+
+        assert model.performance is not None
+        reference = self.config.resolve_reference(model).for_current(window)
+        key = content_hash(
+            {
+                "model": model.name,
+                "version": model.version,
+                "reference": [reference.start, reference.end],
+                "window": window.seconds,
+                "performance": model.performance.model_dump(mode="json", exclude={"label_horizon"}),
+            }
+        )
+        fit = self._estimators.get(key)
+        if fit is None:  # fitted once per process: the reference is a fixed, past window
+            fit = fit_estimator(
+                self.client,
+                model.name,
+                reference,
+                window.end - window.start,
+                task=model.performance.task,
+                metrics=model.performance.estimate_metrics,
+                model_version=model.version,
+                positive_label=model.performance.positive_label,
+            )
+            self._estimators[key] = fit
+        results = estimate(self.client, fit, window)
+        written = write_estimates(self.client, results)
+        self.exporter.observe_estimates(results)
+        return written
+
     def _latency(self, model: ModelConfig, window: Window) -> int:
         results = compute_latency(
             self.client,
@@ -331,6 +379,62 @@ class Scheduler:
         self.exporter.observe_reproducibility(results)
         return written
 
+    def _multivariate(self, model: ModelConfig, window: Window) -> int:
+        from driftwarden.detectors.multivariate import MultivariateSettings, compute_multivariate, write_multivariate
+
+        assert model.features is not None
+        reference = self.config.resolve_reference(model).for_current(window)
+        specs = feature_specs(self.client, model, self.config.drift_for(model), reference)
+        options = model.multivariate
+        results = compute_multivariate(
+            self.client,
+            model.name,
+            reference,
+            window,
+            numeric=[s.name for s in specs if s.kind == "numeric"],
+            categorical=[s.name for s in specs if s.kind == "categorical"],
+            model_version=model.version,
+            settings=MultivariateSettings(
+                methods=tuple(options.methods),
+                n_components=options.n_components,
+                sigma=options.sigma,
+                classifier_rows=options.classifier_rows,
+                auc_thresholds=(options.auc_lower, options.auc_upper),
+            ),
+        )
+        written = write_multivariate(self.client, results)
+        self.exporter.observe_multivariate(results)
+        return written
+
+    def _quality(self, model: ModelConfig, window: Window) -> int:
+        from driftwarden.detectors.quality import compute_quality, write_quality
+
+        reference = self.config.resolve_reference(model).for_current(window)
+        results = compute_quality(
+            self.client, model.name, reference, window, model_version=model.version, config=model.quality
+        )
+        written = write_quality(self.client, results)
+        self.exporter.observe_quality(results)
+        return written
+
+    def _segments(self, model: ModelConfig, window: Window) -> int:
+        from driftwarden.detectors.segments import compute_segments, write_segments
+
+        assert model.segments is not None
+        reference = self.config.resolve_reference(model).for_current(window)
+        results = compute_segments(
+            self.client,
+            model.name,
+            reference,
+            window,
+            model.segments,
+            model_version=model.version,
+            task=model.performance.task if model.performance else None,
+        )
+        written = write_segments(self.client, results)
+        self.exporter.observe_segments(results)
+        return written
+
 
 # -- configuration -> drift settings ----------------------------------------------------------------
 
@@ -348,6 +452,7 @@ def drift_settings(drift: DriftConfig):
         ("persistence", "persistence"),
         ("chisquare_homogeneity", "chisquare_homogeneity"),
         ("exact_max_values", "exact_max_values"),
+        ("exact_max_run_values", "exact_max_run_values"),
         ("cell_resolution", "cell_resolution"),
     ):
         value = getattr(drift, ours)
@@ -373,8 +478,9 @@ def feature_specs(client: Client, model: ModelConfig, drift: DriftConfig, refere
     kinds = {entry.name: entry.kind for entry in model.features.listed()}
     if model.features.discover:
         version = "" if model.version is None else "AND model_version = {v:String}"
-        numeric, categorical = client.query(
-            "SELECT arraySort(groupUniqArrayArray(num_names)), arraySort(groupUniqArrayArray(cat_names)) "
+        numeric, categorical, text, embedding = client.query(
+            "SELECT arraySort(groupUniqArrayArray(num_names)), arraySort(groupUniqArrayArray(cat_names)), "
+            "arraySort(groupUniqArrayArray(text_names)), arraySort(groupUniqArrayArray(emb_names)) "
             f"FROM inferences WHERE model = {{m:String}} AND NOT is_replay AND {reference.sql()} {version}",
             parameters={"m": model.name, "v": model.version or ""},
         ).result_rows[0]
@@ -382,10 +488,14 @@ def feature_specs(client: Client, model: ModelConfig, drift: DriftConfig, refere
             kinds.setdefault(name, "numeric")
         for name in categorical:
             kinds.setdefault(name, "categorical")
+        for name in text:
+            kinds.setdefault(name, "text")
+        for name in embedding:
+            kinds.setdefault(name, "embedding")
     specs = []
     for name, kind in kinds.items():
         method, threshold = _override(drift, name, kind)
-        specs.append(FeatureSpec(name, "categorical" if kind == "categorical" else "numeric", method, threshold))
+        specs.append(FeatureSpec(name, kind, method, threshold))
     return specs
 
 

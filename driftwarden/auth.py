@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from driftwarden.names import model_name_problem
+
 TOKENS_ENV = "DRIFTWARDEN_API_TOKENS"
 INGEST_TOKEN_ENV = "DRIFTWARDEN_INGEST_TOKEN"  # noqa: S105 (the variable's name, not a secret)
 COOKIE = "driftwarden_token"
@@ -39,6 +41,15 @@ class TokenConfig(BaseModel):
     def _no_blanks(cls, value: str) -> str:
         if value != value.strip() or any(c.isspace() for c in value):
             raise ValueError("a token cannot contain spaces")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or ():
+            problem = model_name_problem(name)
+            if problem:
+                raise ValueError(f"model {name[:80]!r}: {problem}")
         return value
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from driftwarden.errors import UserError
-from driftwarden.version import __version__
 
 COMMANDS = [
     "driftwarden.commands.migrate",
     "driftwarden.commands.drift",
+    "driftwarden.commands.estimate",
     "driftwarden.commands.api",
     "driftwarden.commands.ingest",
     "driftwarden.commands.collector",
@@ -29,12 +30,29 @@ COMMANDS = [
 ]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr, like every other user mistake (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed version, read only when asked (importlib.metadata costs start-up time)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from driftwarden.version import __version__
+
+        print(f"driftwarden {__version__}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="driftwarden",
         description="Self-hosted monitoring and drift observability for models on your own infrastructure.",
     )
-    parser.add_argument("--version", action="version", version=f"driftwarden {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(name).register(sub)

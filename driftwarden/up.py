@@ -28,8 +28,10 @@ pass. An inference that got an answer has its event in the store afterwards.
 
 Configuration: the detectors' YAML (``detectors.config``), plus a
 ``collectors:`` list (each entry a ``collector.config.CollectorConfig`` without
-``store``/``hub``) and an ``api:`` section (``listen`` plus
-``detectors.api.ApiSettings``). ``examples/up.yaml`` shows every section.
+``store``/``hub``), an ``api:`` section (``listen`` plus
+``detectors.api.ApiSettings``) and a ``genai:`` section (``collector.genai_config``:
+prices and limits of language-model calls, for ``POST /v1/traces`` and for every
+collector that has none of its own). ``examples/up.yaml`` shows every section.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -50,6 +53,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from driftwarden.collector.config import CollectorConfig, parse_host_port
+from driftwarden.collector.genai_config import GenAIConfig
+from driftwarden.collector.genai_config import parse_section as parse_genai
 from driftwarden.detectors.api.settings import ApiSettings
 from driftwarden.detectors.config import Config as DetectorsConfig
 from driftwarden.detectors.config import describe_error, load_mapping, read_file
@@ -60,7 +65,7 @@ from driftwarden.listen import bind
 log = logging.getLogger("driftwarden.up")
 
 DEFAULT_API_LISTEN = "127.0.0.1:8000"
-UP_SECTIONS = ("collectors", "api")
+UP_SECTIONS = ("collectors", "api", "genai")
 
 
 class ApiSection(BaseModel):
@@ -79,6 +84,7 @@ class UpConfig:
     detectors: DetectorsConfig
     collectors: tuple[CollectorConfig, ...] = ()
     api: ApiSection = ApiSection()
+    genai: GenAIConfig = GenAIConfig()  # prices and limits of LLM calls (OTLP spans and the collectors' captures)
     store: str | None = None  # the command line's --store, else the file's `store:`, else the default
     source: str = "configuration"
 
@@ -94,9 +100,10 @@ def load(path: str | Path, *, store: str | None = None, env: dict[str, str] | No
 
 def parse(text: str, *, source: str = "configuration", store: str | None = None, env=None) -> UpConfig:
     """Validate an ``up`` YAML document: the detectors' keys, ``collectors:`` and ``api:``."""
-    data = load_mapping(text, source=source, keys="store, models, collectors, api")
+    data = load_mapping(text, source=source, keys="store, models, collectors, api, genai")
     collectors_data = data.pop("collectors", None) or []
     api_data = data.pop("api", None) or {}
+    genai = parse_genai(data.pop("genai", None), source)
     detectors = parse_detectors(yaml.safe_dump(data, sort_keys=False), source=source)
     problems: list[str] = []
     collectors = _collectors(collectors_data, problems)
@@ -104,7 +111,9 @@ def parse(text: str, *, source: str = "configuration", store: str | None = None,
     if problems:
         head = f"{source}: " if len(problems) == 1 else f"{source}: {len(problems)} problems:\n  "
         raise UserError(head + "\n  ".join(problems))
-    return UpConfig(detectors=detectors, collectors=tuple(collectors), api=api, store=store, source=source)
+    # A collector without a genai: section of its own prices its calls with the platform's.
+    collectors = [c if "genai" in c.model_fields_set else c.model_copy(update={"genai": genai}) for c in collectors]
+    return UpConfig(detectors=detectors, collectors=tuple(collectors), api=api, genai=genai, store=store, source=source)
 
 
 def _collectors(data: Any, problems: list[str]) -> list[CollectorConfig]:
@@ -237,6 +246,7 @@ class Platform:
         self.scheduler = None
         self.exporter = None
         self.writers: list = []
+        self.collector_configs: list = []  # config.collectors, each with its spool directory
         self.collectors: list = []
         self.app = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -317,7 +327,10 @@ class Platform:
             )
         api = self.addresses.api_url()
         self.announce(f"  api: {api}/  reports: {api}/models  metrics: {api}/metrics")
-        self.announce(f"  ingest: POST {api}/v1/events (collectors' batches), POST {api}/v1/ground-truth (labels)")
+        self.announce(
+            f"  ingest: POST {api}/v1/events (collectors' batches), POST {api}/v1/ground-truth (labels), "
+            f"POST {api}/v1/traces (OTLP spans)"
+        )
         when = f"every {int(every.total_seconds())} s" if self.run_scheduler else "driven by the caller"
         self.announce(f"  detectors: models {models}; {when}")
 
@@ -338,7 +351,8 @@ class Platform:
         from driftwarden.collector.spool import Spool
         from driftwarden.collector.writer import Writer
 
-        for config in self.config.collectors:
+        self.collector_configs = [self._with_spool_dir(i, c) for i, c in enumerate(self.config.collectors)]
+        for config in self.collector_configs:
             # Embedded: the writer gets this process's client. Server: the sink opens (and reopens) its own.
             sink = StoreSink(self.config.store_url, client=self.client if self.embedded else None)
             spool = Spool(config.spool_dir) if config.spool_dir else None
@@ -351,10 +365,25 @@ class Platform:
             )
             self.writers.append(writer.start())
 
+    def _with_spool_dir(self, index: int, config):
+        """``config`` with a spool directory: its own, else (embedded store) one beside the store.
+
+        The spool directory holds the collector's write-ahead journal, which is what makes a SIGKILL of
+        ``up`` lose no answered inference; a server store has no local directory to default to.
+        """
+        if config.spool_dir or not self.embedded:
+            return config
+        from driftwarden.storage.url import parse, resolve
+
+        store_dir = Path(parse(resolve(self.config.store_url)).path or "driftwarden-data")
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", config.model)[:100]
+        spool_dir = store_dir.with_name(store_dir.name + "-spool") / f"{index}-{safe}"
+        return config.model_copy(update={"spool_dir": str(spool_dir)})
+
     def _start_collectors(self) -> None:
         if not self.config.collectors:
             return
-        from driftwarden.collector.service import Collector, _new_loop
+        from driftwarden.collector.service import Collector, _new_loop, open_journal
 
         loop = _new_loop()
         self._loop = loop
@@ -362,8 +391,9 @@ class Platform:
         failure: list[BaseException] = []
 
         async def bring_up() -> None:
-            for i, (config, writer) in enumerate(zip(self.config.collectors, self.writers, strict=True)):
-                collector = Collector(config, writer)
+            for i, (config, writer) in enumerate(zip(self.collector_configs, self.writers, strict=True)):
+                # The journal (in spool_dir) holds each answered exchange until its events are stored.
+                collector = Collector(config, writer, journal=open_journal(config))
                 self.collectors.append(collector)
                 try:
                     await collector.start()
@@ -400,7 +430,7 @@ class Platform:
         from driftwarden.collector.metrics import REGISTRY as COLLECTOR_REGISTRY
         from driftwarden.detectors.api import create_router
 
-        app = create_app(self.store_client())
+        app = create_app(self.store_client(), genai=self.config.genai)
         app.include_router(create_router(self.config.api.settings))
         merged = MergedRegistry(COLLECTOR_REGISTRY, self.exporter.registry)
 
@@ -418,7 +448,9 @@ class Platform:
             )
 
         self.app = app
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        from driftwarden.malformed_http import protocol_class  # malformed HTTP: one line per request, rate-limited
+
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", http=protocol_class())
         server = uvicorn.Server(config)
         self._server = server
         self.addresses.api = sock.getsockname()[:2]
@@ -448,6 +480,9 @@ class Platform:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop_thread.join(5)
         stats = [writer.close(timeout=self.grace_s) for writer in self.writers]
+        for collector in self.collectors:  # after the writers: what they acknowledged is released
+            if collector.journal is not None:
+                collector.journal.close()
         if self._server is not None:
             self._server.should_exit = True
             if self._server_thread is not None:

@@ -21,6 +21,9 @@ from driftwarden.storage import cluster as cluster_ddl
 from driftwarden.storage.errors import StoreError
 
 DEFAULT_RETENTION_DAYS = 90
+# The TTLs add the retention to a DateTime, which ends on 2106-02-07: 25,000 days (68 years) from
+# arrival stays inside it, while 36,500 wrapped around and expired every row at the next merge.
+MAX_RETENTION_DAYS = 25_000
 # Raw data under the retention TTL, with the expression the TTL counts from.
 RETENTION_TABLES = {"inferences": "received_at", "ground_truth": "toDateTime(received_at)"}
 
@@ -100,8 +103,11 @@ def migrate(
     client: Client, *, retention_days: int = DEFAULT_RETENTION_DAYS, cluster: str | None = None
 ) -> list[Migration]:
     """Apply the migrations that are not yet applied; return them. Re-running is a no-op."""
-    if retention_days < 1:
-        raise StoreError(f"retention days must be at least 1, got {retention_days}")
+    if not 1 <= retention_days <= MAX_RETENTION_DAYS:
+        raise StoreError(
+            f"retention days must be between 1 and {MAX_RETENTION_DAYS} (ClickHouse dates end in 2106), "
+            f"got {retention_days}"
+        )
     for statement in cluster_ddl.render(MIGRATIONS_TABLE, cluster) if cluster else [MIGRATIONS_TABLE]:
         client.command(statement)
     done = applied(client)

@@ -14,7 +14,8 @@ something to hide:
   failed runs in ``detector_runs``, with their error messages.
 
 The detector results are then computed by :class:`driftwarden.detectors.scheduler.Scheduler` (drift,
-prediction drift, performance, latency, consistency; weekly windows) exactly as ``driftwarden
+prediction drift, performance, latency, consistency, multivariate drift, data quality, segments by
+model version and weather; weekly windows) exactly as ``driftwarden
 detectors --once`` would, so ``drift_results``, ``performance_results``, ``latency_results``,
 ``reproducibility_results`` and ``detector_runs`` hold what a deployment would hold.
 """
@@ -50,7 +51,9 @@ models:
       numeric: [{", ".join(NUMERIC)}]
       categorical: [{", ".join(CATEGORICAL)}]
     performance: {{task: regression}}
-    detectors: [drift, prediction_drift, performance, latency, consistency]
+    segments: {{dimensions: [model_version, weathersit]}}
+    multivariate: {{methods: [pca_reconstruction]}}  # the domain classifier has its own tests (~6 s per window)
+    detectors: [drift, prediction_drift, performance, latency, consistency, multivariate_drift, data_quality, segments]
   - name: scooters
     features:
       numeric: [temp, hum]

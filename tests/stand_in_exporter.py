@@ -48,7 +48,31 @@ def _collector_metrics() -> CollectorRegistry:
     m.sink_write_duration.labels(MODEL, "clickhouse").observe(0.03)
     m.sink_errors.labels(MODEL, "clickhouse").inc()
     m.batch_size.labels(MODEL).observe(100)
+    _genai_metrics()
     return m.REGISTRY
+
+
+def _genai_metrics() -> None:
+    """Language-model calls of MODEL (as gen_ai_request_model), one failed; OTLP span counts."""
+    from driftwarden.collector.event import Event
+    from driftwarden.collector.genai_config import GenAIConfig, ModelPrice
+    from driftwarden.collector.genai_metrics import GenAIRecorder
+    from driftwarden.collector.receivers import otlp
+
+    recorder = GenAIRecorder(
+        GenAIConfig(prices={MODEL: ModelPrice(input=0.5, output=1.5)}, currency="EUR", daily_budget=100)
+    )
+    call = {"model": MODEL, "operation_name": "chat", "provider_name": "vllm", "request_model": MODEL}
+    recorder.observe(
+        [
+            Event(**call, prompt_tokens=120, completion_tokens=60, latency_ms=900, ttft_ms=150, finish_reason="stop"),
+            Event(**call, prompt_tokens=80, completion_tokens=256, latency_ms=2500, ttft_ms=90, finish_reason="length"),
+            Event(**call, prompt_tokens=40, completion_tokens=0, latency_ms=30000, error_class="timeout"),
+            Event(**{**call, "request_model": "unpriced-llm"}, prompt_tokens=10, completion_tokens=5, latency_ms=100),
+        ]
+    )
+    for outcome, count in (("stored", 3), ("not_genai", 2), ("rejected", 1)):
+        otlp.spans_received.labels(outcome).inc(count)
 
 
 def _detector_metrics() -> CollectorRegistry:

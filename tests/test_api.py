@@ -382,11 +382,13 @@ def test_evidently_telemetry_is_off_once_the_reports_module_is_loaded():
     assert not event_logger.is_enabled()
 
 
-def test_report_command_on_a_store_without_schema_says_to_migrate(engine_dir, tmp_path, capsys):
+def test_report_command_migrates_an_embedded_store_without_schema_first(engine_dir, tmp_path, capsys):
     from driftwarden import storage
+    from driftwarden.storage.migrate import applied
 
     url = f"chdb://{engine_dir}?database=api_not_migrated"
-    storage.connect(url, create_database=True)
+    client = storage.connect(url, create_database=True)
     args = ["report", "--store", url, "--model", "bikes", "--reference", REFERENCE, "--current", CURRENT]
     assert cli_main([*args, "--out", str(tmp_path / "r.html")]) == 2
-    assert "run `driftwarden migrate` first" in capsys.readouterr().err
+    assert "model 'bikes' has no events" in capsys.readouterr().err
+    assert storage.latest_version() in applied(client)

@@ -364,7 +364,7 @@ def _metric(admin_url: str, name: str, model: str) -> float:
     return 0.0
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(400)
 def test_every_proxied_inference_is_stored_exactly_once_when_the_hub_goes_down_and_comes_back(tmp_path):
     from tests.hub_process import Hub
     from tests.hub_process import query_store as query_hub
@@ -403,8 +403,8 @@ def test_every_proxied_inference_is_stored_exactly_once_when_the_hub_goes_down_a
             hub.start()
             send(1400, 2000)
             written = wait_for(
-                lambda: _metric(collector.admin_url, "events_written_total", "fault-proxy"), lambda n: n >= 2000, 60
-            )
+                lambda: _metric(collector.admin_url, "events_written_total", "fault-proxy"), lambda n: n >= 2000, 180
+            )  # against a hang only: replays back off up to 5 s per attempt, and a loaded machine is slow
             assert written == 2000
     finally:
         status, err = collector.stop()
@@ -456,8 +456,8 @@ def test_a_collector_killed_with_sigkill_and_restarted_on_its_spool_duplicates_n
     try:
         first = CollectorProcess(*args)
         send(first, 0, 500)
-        first.kill()  # whatever the writer had not acknowledged (buffer + the batch being sent) is lost
-        second = CollectorProcess(*args)  # replays what the first left in the spool
+        first.kill()  # what the writer had not acknowledged is in the journal (in the spool directory)
+        second = CollectorProcess(*args)  # captures the journal's exchanges again and replays the spool
         send(second, 500, 1000)
         status, err = second.stop()
         assert status == 0, err
@@ -471,6 +471,4 @@ def test_a_collector_killed_with_sigkill_and_restarted_on_its_spool_duplicates_n
     )
     assert rows == ids == xs  # nothing stored twice
     assert after_restart == 500  # the second run was flushed on SIGTERM
-    # At most the buffer and one batch in flight are lost: the writer's bound 2 * max(batch, rate * flush interval),
-    # and sequential requests here stay far below batch / flush interval = 2,500 req/s.
-    assert 1000 - 2 * batch <= rows <= 1000
+    assert rows == 1000  # every answered inference: the journal had the ones the kill caught in memory

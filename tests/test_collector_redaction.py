@@ -149,7 +149,11 @@ def test_email_and_card_never_reach_the_store_in_clear_and_counts_per_rule_are_e
             r"\[redacted:email:[0-9a-f]{16}\] / \[redacted:card:[0-9a-f]{16}\]", oip_row["cat_values"][0]
         )
         # chat: input payload (email, card, field) + output text (email, card) + output payload (email, card)
-        assert chat_row["redactions"] == 7
+        # + the text feature `prompt` (email, card); the `completion` feature is the redacted output text
+        assert chat_row["redactions"] == 9
+        assert chat_row["text_names"] == ["prompt", "completion"]
+        assert EMAIL not in chat_row["text_values"][0] and f"[redacted:email:{pseudonym}]" in chat_row["text_values"][0]
+        assert chat_row["text_values"][1] == chat_row["output_text"]
         assert oip_row["redactions"] >= 4
 
         metrics = httpx.get(collector.admin_url + "/metrics").text

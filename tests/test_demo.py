@@ -91,17 +91,46 @@ def test_demo_runs_with_only_loopback_and_a_real_mlserver(demo: DemoRun) -> None
 
 @pytest.mark.timeout(300)
 def test_demo_stores_an_event_and_its_ground_truth_for_every_replayed_hour(demo: DemoRun) -> None:
-    expected = [ts.strftime("%Y-%m-%d %H:%M:%S") for ts in load_hours()["ts"]]
+    # every hour once, and the noon hour a second time: the client's daily retry (driftwarden/demo/replay.py)
+    expected = sorted(
+        ts.strftime("%Y-%m-%d %H:%M:%S") for ts in load_hours()["ts"] for _ in range(2 if ts.hour == 12 else 1)
+    )
     rows = query(
         demo.store,
         {
-            "ts": "SELECT toString(toDateTime(ts)) FROM inferences FINAL WHERE model = 'bikes' ORDER BY ts",
+            "ts": "SELECT toString(toDateTime(ts)) FROM inferences FINAL WHERE model = 'bikes' AND NOT is_replay "
+            "ORDER BY ts",
             "labelled": "SELECT count() FROM inferences AS i FINAL INNER JOIN (SELECT event_id, value FROM "
             "ground_truth FINAL WHERE model = 'bikes') AS g ON i.event_id = g.event_id WHERE i.model = 'bikes'",
         },
     )
     assert [r[0] for r in rows["ts"]] == expected
-    assert rows["labelled"] == [[len(expected)]]
+    assert rows["labelled"] == [[len(load_hours())]]  # a retry has no label of its own
+
+
+@pytest.mark.timeout(300)
+def test_demo_checks_reproducibility_and_estimates_performance_and_says_what_it_found(demo: DemoRun) -> None:
+    rows = query(
+        demo.store,
+        {
+            "repro": "SELECT kind, count(), sum(checked), sum(mismatches) FROM reproducibility_results FINAL "
+            "WHERE model = 'bikes' GROUP BY kind ORDER BY kind",
+            "replays": "SELECT count() FROM inferences FINAL WHERE model = 'bikes' AND is_replay",
+            "estimated": "SELECT metric, count(), countIf(estimated IS NOT NULL), countIf(realized IS NOT NULL) "
+            "FROM estimated_performance_results FINAL WHERE model = 'bikes' GROUP BY metric ORDER BY metric",
+        },
+    )
+    kinds = {kind: (windows, checked, mismatches) for kind, windows, checked, mismatches in rows["repro"]}
+    assert set(kinds) == {"consistency", "replay"}
+    consistency, replay = kinds["consistency"], kinds["replay"]
+    assert consistency[1] >= 50 and consistency[2] == 0  # one retry a day for two months, answered alike
+    assert replay[0] >= 8 and replay[1] >= 8 * 12 and replay[2] == 0  # the model is deterministic
+    assert rows["replays"][0][0] == replay[1]  # replays are stored as replays, not as traffic
+    estimated = {metric: counts for metric, *counts in rows["estimated"]}
+    assert set(estimated) == {"mae", "rmse"} and estimated["mae"][1] >= 4 and estimated["mae"][2] >= 4
+    out = demo.done.stdout
+    assert "reproducibility (consistency): 100.0% of" in out and "reproducibility (replay): 100.0% of" in out
+    assert "MAE estimated without labels (DLE) for the week from" in out
 
 
 @pytest.mark.timeout(300)

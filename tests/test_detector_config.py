@@ -33,9 +33,12 @@ def test_the_example_configuration_is_valid_and_resolves_references_and_override
         "drift",
         "prediction_drift",
         "performance",
+        "estimated_performance",  # a fixed, labelled reference: performance is also estimated without labels
         "latency",
         "consistency",
         "replay",
+        "multivariate_drift",
+        "data_quality",
     }
     settings = drift_settings(config.drift_for(bikes))
     assert (settings.min_rows, settings.fdr, settings.persistence) == (100, True, 3)
@@ -89,7 +92,10 @@ def test_a_bad_duration_and_a_bad_method_are_both_reported_one_line_each():
     assert lines[0] == "d.yaml: 2 problems:"
     assert "window: value '90x' is not accepted: expected a positive duration" in lines[1]
     assert "models[0].drift.by_feature.x.method: value 'magic' is not accepted" in lines[2]
-    assert "accepted: auto, chisquare, jensenshannon, ks, psi, wasserstein, ztest" in lines[2]
+    assert (
+        "accepted: auto, chisquare, distance, domain_classifier, jensenshannon, ks, mmd, psi, ratio, wasserstein, ztest"
+        in lines[2]
+    )
 
 
 def test_a_method_that_does_not_fit_the_kind_of_feature_is_refused():

@@ -23,7 +23,7 @@ LOAD = textwrap.dedent(
     from driftwarden import storage
     from tests.drift_data import bikeshare, insert
     client = storage.connect(sys.argv[1], create_database=True)
-    storage.migrate(client, retention_days=36500)
+    storage.migrate(client, retention_days=20000)
     bikes = bikeshare()
     insert(client, "bikes", [t.to_pydatetime() for t in bikes["ts"]],
            {c: bikes[c].astype(float) for c in ["temp", "atemp", "hum", "windspeed"]},
@@ -61,15 +61,17 @@ def test_table_lists_each_feature_with_method_statistic_threshold_and_verdict(st
 @pytest.mark.timeout(120)
 def test_json_is_stable_documented_and_identical_on_a_rerun(store_url):
     args = ("drift", "--store", store_url, "--model", "bikes", "--reference", JANUARY, "--current", FEB_WEEK)
-    first = run_cli(*args, "--format", "json")
-    second = run_cli(*args, "--format", "json", "--save")
+    both = ("--multivariate", "pca_reconstruction,domain_classifier")
+    first = run_cli(*args, *both, "--format", "json")
+    second = run_cli(*args, *both, "--format", "json", "--save")
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert first.stdout == second.stdout
     doc = json.loads(first.stdout)
     assert list(doc) == [
         "schema", "model", "model_version", "target", "reference", "current", "reference_rows", "current_rows",
-        "dataset", "features", "settings", "provenance",
+        "dataset", "features", "settings", "provenance", "multivariate",
     ]  # fmt: skip
+    assert [m["method"] for m in doc["multivariate"]] == ["pca_reconstruction", "domain_classifier"]
     assert doc["schema"] == "driftwarden.drift/1"
     assert doc["reference"] == {"start": "2011-01-01T00:00:00Z", "end": "2011-02-01T00:00:00Z"}
     assert [f["feature"] for f in doc["features"]] == [
@@ -111,7 +113,7 @@ def test_prediction_target_and_single_feature_choice(store_url):
         (("--model", "nope", "--reference", JANUARY, "--current", FEB_WEEK), "unknown model 'nope'"),
         (("--model", "bikes", "--reference", JANUARY, "--current", "2012-01-01..2012-02-01"), "has no inferences"),
         (("--model", "bikes", "--reference", "2011-01-01", "--current", FEB_WEEK), "is not START..END"),
-        (("--model", "bikes", "--reference", JANUARY, "--current", FEB_WEEK, "--feature", "temp:text"), "kind"),
+        (("--model", "bikes", "--reference", JANUARY, "--current", FEB_WEEK, "--feature", "temp:image"), "kind"),
     ],
 )
 def test_user_mistakes_print_one_clear_line_and_exit_2(store_url, args, message):
@@ -122,12 +124,14 @@ def test_user_mistakes_print_one_clear_line_and_exit_2(store_url, args, message)
 
 
 @pytest.mark.timeout(120)
-def test_a_store_without_the_schema_says_to_migrate(tmp_path):
+def test_an_embedded_store_without_the_schema_is_migrated_first(tmp_path):
     store = f"chdb://{tmp_path}/empty"
     result = run_cli("drift", "--store", store, "--model", "bikes", "--reference", JANUARY, "--current", FEB_WEEK)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "run `driftwarden migrate`" in lines[0], lines
+    assert len(lines) == 1 and "unknown model 'bikes'" in lines[0], lines
+    migrated = run_cli("migrate", "--store", store)
+    assert migrated.returncode == 0 and "nothing to apply" in migrated.stdout, migrated.stdout + migrated.stderr
 
 
 @pytest.mark.timeout(120)

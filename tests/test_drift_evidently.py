@@ -43,7 +43,7 @@ def _frame_for_evidently(frame: pd.DataFrame, numeric: list[str], categorical: l
 @pytest.fixture(scope="module")
 def client(engine_dir):
     client = storage.connect(f"chdb://{engine_dir}?database=drift_evidently", create_database=True)
-    storage.migrate(client, retention_days=36500)
+    storage.migrate(client, retention_days=20000)
     bikes = bikeshare()
     insert(
         client,

@@ -42,7 +42,7 @@ def runs(engine_dir):
     from driftwarden import storage
 
     client = storage.connect(f"chdb://{engine_dir}?database=drift_fpr", create_database=True)
-    storage.migrate(client, retention_days=36500)
+    storage.migrate(client, retention_days=20000)
     insert_synthetic(client, "null", T0, SEEDS * (REF_ROWS + CUR_ROWS), numeric=5, categorical=1)
     controlled, evidently_chi = [], []
     settings = DriftSettings(chisquare_homogeneity=True, fdr=True)
@@ -106,7 +106,7 @@ def test_persistence_flags_a_real_shift_from_the_second_window_on(engine_dir):
     from driftwarden import storage
 
     client = storage.connect(f"chdb://{engine_dir}?database=drift_persist", create_database=True)
-    storage.migrate(client, retention_days=36500)
+    storage.migrate(client, retention_days=20000)
     insert_synthetic(client, "m", T0, 500, numeric=1, categorical=0)
     insert_synthetic(client, "m", T0 + dt.timedelta(hours=1), 1200, numeric=1, categorical=0, shift=0.5, salt=1)
     reference = Window(T0, T0 + 500 * MS)
@@ -125,7 +125,7 @@ def test_effect_size_floor_silences_significant_but_negligible_shifts(engine_dir
     from driftwarden import storage
 
     client = storage.connect(f"chdb://{engine_dir}?database=drift_floor", create_database=True)
-    storage.migrate(client, retention_days=36500)
+    storage.migrate(client, retention_days=20000)
     insert_synthetic(client, "m", T0, 900, numeric=1, categorical=0)
     insert_synthetic(client, "m", T0 + dt.timedelta(hours=1), 60_000, numeric=1, categorical=0, shift=0.2, salt=1)
     # a small reference (KS regime) against a large current window: tiny shifts become significant
@@ -141,7 +141,7 @@ def test_minimum_sample_size_gives_no_verdict_and_says_so(engine_dir):
     from driftwarden import storage
 
     client = storage.connect(f"chdb://{engine_dir}?database=drift_min_rows", create_database=True)
-    storage.migrate(client, retention_days=36500)
+    storage.migrate(client, retention_days=20000)
     insert_synthetic(client, "m", T0, 500, numeric=2, categorical=1)
     insert_synthetic(client, "m", T0 + dt.timedelta(hours=1), 20, numeric=2, categorical=1, shift=3.0, salt=1)
     reference, current = Window(T0, T0 + 500 * MS), Window(T0 + dt.timedelta(hours=1), T0 + dt.timedelta(hours=2))

@@ -25,7 +25,7 @@ SOURCES = {  # import prefix -> folder in the repository
     "driftwarden.storage": ROOT / "storage",
     "driftwarden": ROOT / "driftwarden",
 }
-BOTTOM = {"driftwarden", "driftwarden.errors", "driftwarden.version", "driftwarden.auth"}
+BOTTOM = {"driftwarden", "driftwarden.errors", "driftwarden.version", "driftwarden.auth", "driftwarden.names"}
 # A layer may import its own layer and every layer below it; lower number = lower layer.
 LAYERS = [
     ("driftwarden.storage", 1),

@@ -167,8 +167,12 @@ def test_detectors_once_computes_every_window_then_nothing_until_late_labels_arr
     assert main(argv) == 0
     first = _ok_runs(store)
     by_detector = {d: sum(1 for x in first if x[0] == d) for d, _, _ in first}
-    # six windows; drift against the previous window has no reference for the first; five hours are labelled
-    assert by_detector == {"latency": 6, "consistency": 6, "drift": 5, "prediction_drift": 5, "performance": 5}
+    # six windows; drift, multivariate drift and data quality against the previous window have no reference for
+    # the first; five hours are labelled
+    assert by_detector == {
+        "latency": 6, "consistency": 6, "drift": 5, "prediction_drift": 5, "performance": 5,
+        "multivariate_drift": 5, "data_quality": 5,
+    }  # fmt: skip
     tables = {
         t: store.query(f"SELECT count() FROM {t} FINAL").result_rows[0][0]
         for t in ("latency_results", "performance_results", "reproducibility_results", "drift_results")
@@ -217,7 +221,15 @@ def test_a_failing_detector_is_recorded_counted_and_does_not_stop_the_others(
     assert [d for d, _ in failed] == ["replay", "replay"]
     assert all("none of" in e and "127.0.0.1:9" in e for _, e in failed)
     ok = {d for d, s, _ in runs if s == "ok"}
-    assert ok == {"latency", "consistency", "drift", "prediction_drift", "performance"}
+    assert ok == {
+        "latency",
+        "consistency",
+        "drift",
+        "prediction_drift",
+        "performance",
+        "multivariate_drift",
+        "data_quality",
+    }
 
 
 @pytest.mark.timeout(120)

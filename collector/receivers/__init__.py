@@ -13,9 +13,11 @@ and metadata reads are proxied but are not inferences.
 from __future__ import annotations
 
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from driftwarden.collector.config import CollectorConfig
 from driftwarden.collector.exchange import Exchange
+from driftwarden.collector.genai_metrics import GenAIRecorder
 from driftwarden.collector.receivers.base import Captured
 from driftwarden.collector.receivers.generic import GenericReceiver
 from driftwarden.collector.receivers.oip import OIPReceiver
@@ -50,9 +52,18 @@ def select(config: CollectorConfig) -> Selector:
     """The receiver chain for ``config.protocol``; the fallback ``unknown`` always comes last."""
     chain: list[Receiver] = []
     if config.protocol in ("auto", "oip"):
-        chain.append(OIPReceiver(config.oip.columns))
+        chain.append(
+            OIPReceiver(
+                config.oip.columns,
+                text=config.oip.text,
+                embeddings=config.oip.embeddings,
+                embedding_min_dim=config.oip.embedding_min_dim,
+            )
+        )
     if config.protocol in ("auto", "openai"):
-        chain.append(OpenAIReceiver())
+        recorder = GenAIRecorder(config.genai)
+        host = urlsplit(config.upstream).hostname or ""
+        chain.append(OpenAIReceiver(recorder, server_address=host, provider_name=config.genai.provider_name))
     if config.generic is not None and config.protocol in ("auto", "generic"):
         chain.append(GenericReceiver(config.generic))
     chain.append(UnknownReceiver())

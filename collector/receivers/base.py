@@ -39,7 +39,7 @@ def base_event(ex: Exchange, *, model: str, model_version: str, model_digest: st
     """An event with everything the proxy knows regardless of the protocol."""
     return Event(
         model=model,
-        event_id=_uuid_or_none(ex.extra.get("event_id", "")) or uuid.uuid4(),
+        event_id=_uuid_or_none(ex.extra.get("event_id", "")) or ex.exchange_id,
         ts_us=_client_ts_us(ex.extra.get("timestamp", "")) or ex.ts_us,
         model_version=model_version,
         model_digest=model_digest,

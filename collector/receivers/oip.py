@@ -6,7 +6,15 @@ name (MLServer's pandas codec sends one tensor per column); a 2-D tensor's
 columns are named from the configured ``oip.columns[tensor]``, else from the
 tensor's ``parameters.columns``/``parameters.feature_names``, else
 ``<tensor>_<i>``. Numeric datatypes become numeric features, ``BYTES`` (and
-any string) categorical ones.
+any string) categorical ones — except text and embeddings:
+
+* a ``BYTES`` tensor named in ``oip.text`` (by default ``text``, ``texts``,
+  ``prompt``, ``document``, ``query``, ``sentence``, ``input_text``, ``review``)
+  holds free text: each row's value is the text feature of the tensor's name;
+* a 2-D float tensor named in ``oip.embeddings``, or with at least
+  ``oip.embedding_min_dim`` (32) values per row and no configured or declared
+  column names, holds embeddings: each row is the embedding feature of the
+  tensor's name (an output tensor too: an embedding model's vectors).
 
 Outputs: the first element of the first output is the ``prediction`` when it is
 numeric, the ``prediction_label`` when it is a string; every numeric output
@@ -56,6 +64,7 @@ class _Tensor:
     numeric: bool
     columns: list[str]
     source: dict[str, Any]
+    kind: str = "feature"  # feature | text | embedding (inputs only)
 
     def row(self, i: int) -> list[Any]:
         if self.rows == 1:
@@ -70,8 +79,18 @@ class OIPReceiver:
 
     name = "oip"
 
-    def __init__(self, columns: dict[str, tuple[str, ...]] | None = None) -> None:
+    def __init__(
+        self,
+        columns: dict[str, tuple[str, ...]] | None = None,
+        *,
+        text: tuple[str, ...] = (),
+        embeddings: tuple[str, ...] = (),
+        embedding_min_dim: int = 32,
+    ) -> None:
         self._columns = dict(columns or {})
+        self._text = frozenset(text)
+        self._embeddings = frozenset(embeddings)
+        self._embedding_min_dim = embedding_min_dim
 
     def matches(self, method: str, path: str) -> bool:
         return method == "POST" and INFER_PATH.search(path) is not None
@@ -117,9 +136,22 @@ class OIPReceiver:
         num_values: list[float] = []
         cat_names: list[str] = []
         cat_values: list[str] = []
+        text_names: list[str] = []
+        text_values: list[str] = []
+        emb_names: list[str] = []
+        emb_values: list[list[float]] = []
         for tensor in inputs:
             row = tensor.row(i)
-            if tensor.numeric:
+            if tensor.kind == "text":
+                for value in row[:1]:
+                    text_names.append(tensor.name)
+                    text_values.append(value if isinstance(value, str) else str(value))
+            elif tensor.kind == "embedding":
+                vector = [as_float(v) for v in row]
+                if row and all(v is not None for v in vector):
+                    emb_names.append(tensor.name)
+                    emb_values.append(vector)  # type: ignore[arg-type]
+            elif tensor.numeric:
                 for name, value in zip(tensor.columns, row, strict=False):
                     number = as_float(value)
                     if number is None:
@@ -138,6 +170,12 @@ class OIPReceiver:
         out_values: list[float] = []
         for k, tensor in enumerate(outputs):
             row = tensor.row(i) if (tensor.rows == n_rows or tensor.rows == 1) else []
+            if tensor.kind == "embedding":  # an embedding model's output: the row's vector, not a prediction
+                vector = [as_float(v) for v in row]
+                if row and all(v is not None for v in vector):
+                    emb_names.append(tensor.name)
+                    emb_values.append(vector)  # type: ignore[arg-type]
+                continue
             if k == 0 and row:
                 first = row[0]
                 number = as_float(first) if tensor.numeric else None
@@ -156,11 +194,20 @@ class OIPReceiver:
         event.num_values = num_values
         event.cat_names = cat_names
         event.cat_values = cat_values
+        event.text_names = text_names
+        event.text_values = text_values
+        event.emb_names = emb_names
+        event.emb_values = emb_values
         event.prediction = prediction
         event.prediction_label = label
         event.output_names = out_names
         event.output_values = out_values
-        event.input_hash = features_hash(num_names, num_values, cat_names, cat_values)
+        if text_names or emb_names:
+            event.input_hash = features_hash(num_names, num_values, cat_names, cat_values, text_names, text_values)
+            if emb_names:
+                event.input_hash = canonical_hash([event.input_hash, emb_names, emb_values])
+        else:
+            event.input_hash = features_hash(num_names, num_values, cat_names, cat_values)
         if outputs:
             event.output_hash = features_hash(out_names, out_values, label)
         return event
@@ -196,14 +243,23 @@ class OIPReceiver:
                 return None
         datatype = str(spec.get("datatype", "")).upper()
         numeric = datatype != "BYTES" and not (values and isinstance(values[0], str))
+        columns = self._column_names(name, per_row, spec.get("parameters"))
+        kind = "feature"
+        if not numeric and name in self._text:
+            kind = "text"
+        elif numeric and per_row > 1 and datatype.startswith("FP"):
+            named = columns != [f"{name}_{j}" for j in range(per_row)]
+            if name in self._embeddings or (per_row >= self._embedding_min_dim and not named):
+                kind = "embedding"
         return _Tensor(
             name=name,
             rows=rows,
             per_row=per_row,
             values=values,
             numeric=numeric,
-            columns=self._column_names(name, per_row, spec.get("parameters")),
+            columns=columns,
             source=spec,
+            kind=kind,
         )
 
     def _column_names(self, name: str, per_row: int, parameters: Any) -> list[str]:

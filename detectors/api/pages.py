@@ -138,7 +138,13 @@ def _table(headers: Iterable[str], rows: Iterable[str], *, css: str = "") -> str
 
 
 def overview_page(
-    statuses: list[dict], versions: list[dict], runs: dict[str, dict], *, root: str = "", who: str = ""
+    statuses: list[dict],
+    versions: list[dict],
+    runs: dict[str, dict],
+    *,
+    root: str = "",
+    who: str = "",
+    health: dict[str, str] | None = None,
 ) -> str:
     """One row per model version: drift, SLO, reproducibility (the version's, else the model's), detector runs.
 
@@ -165,12 +171,14 @@ def overview_page(
         rows.append(
             "<tr>"
             f'<td><a href="{link}">{e(v["model"])}</a></td><td>{e(v["model_version"] or "—")}</td>'
+            f"<td>{(health or {}).get(v['model'], '')}</td>"  # the model's worst signal (detectors.health)
             f'<td class="num">{v["events"]:,}</td><td>{fmt(v["last_event"])}</td>'
             f"<td>{_drift_badge(s)}</td><td>{_slo_badge(s)}</td><td>{_repro_badge(s)}</td>"
             f"<td>{_runs_badge(s)}</td></tr>"
         )
     body = "<h1>Models</h1>" + _table(
-        ["model", "version", "events", "last event", "drift", "latency SLO", "reproducibility", "detector runs"],
+        ["model", "version", "health", "events", "last event", "drift", "latency SLO", "reproducibility"]
+        + ["detector runs"],
         rows,
         css="overview",
     )
@@ -223,9 +231,21 @@ def model_page(
     within: str = "",
     root: str = "",
     who: str = "",
+    llm_section: str = "",
+    analytics_drift: str = "",
+    analytics_trends: str = "",
+    estimation_section: str = "",
+    health_section: str = "",
 ) -> str:
-    """The model owner's page: drift per feature with trends, predictions, performance, latency, reproducibility."""
-    parts = [f"<h1>{e(model)}</h1>"]
+    """The model owner's page: drift per feature with trends, predictions, performance, latency, reproducibility.
+
+    ``llm_section`` is the HTML of the language-model section (``detectors.api.llm_section``), shown
+    before latency when the model has language-model calls.
+    ``analytics_drift`` (distributions of the drifted features, multivariate drift, data quality) follows
+    the data drift table; ``analytics_trends`` (segments, metrics over time) precedes the detector runs
+    (``detectors.api.analytics_section``).
+    """
+    parts = [f"<h1>{e(model)}</h1>", health_section]  # state and reason first (detectors.api.health_section)
     parts.append(
         '<p class="muted">versions: '
         + (", ".join(f"{e(v['model_version'] or '—')} ({v['events']:,} events)" for v in versions) or "none")
@@ -274,6 +294,7 @@ def model_page(
             "this window against its reference</a> (data drift and data summary, from a bounded sample)</p>"
         )
 
+    parts.append(analytics_drift)
     parts.append("<h2>Prediction drift</h2>")
     parts.append(
         _drift_table(predictions, trends, "prediction")
@@ -281,8 +302,11 @@ def model_page(
         else '<p class="notice">No prediction drift results in this range.</p>'
     )
     parts.append("<h2>Performance</h2>" + _performance(performance))
+    parts.append(estimation_section)  # performance without labels (detectors.api.estimation_section)
+    parts.append(llm_section)
     parts.append("<h2>Latency and errors</h2>" + _latency(latency_summary, latency))
     parts.append("<h2>Reproducibility</h2>" + _reproducibility(reproducibility))
+    parts.append(analytics_trends)
     parts.append("<h2>Detector runs</h2>" + _runs(runs))
     return layout(model, "".join(parts), root=root, who=who)
 
@@ -308,6 +332,8 @@ def _drift_table(rows: list[dict], trends: dict, target: str) -> str:
         verdict = r.get("verdict") or ("drift" if r["drifted"] else "no drift")
         kind = "bad" if r["drifted"] else ("none" if verdict == "no verdict" else "ok")
         new = ", ".join(r["new_categories"][:5]) + (" …" if len(r["new_categories"]) > 5 else "")
+        if r.get("typical_words"):  # a text feature: the words that drove its classifier
+            new = "words: " + ", ".join(r["typical_words"].get("current", [])[:8])
         spark = sparkline(trends.get((target, r["feature"]), []), label=f"{r['feature']}: score / threshold by window")
         body.append(
             f'<tr class="{"drifted" if r["drifted"] else ""}" data-feature="{e(r["feature"])}">'

@@ -15,20 +15,35 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import parse_qs, urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Security
+from fastapi import Path as PathParameter
+from fastapi.dependencies.utils import get_flat_dependant
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.security import HTTPBearer
 
 from driftwarden.auth import COOKIE, Authenticator, Principal, bearer
-from driftwarden.detectors.api import pages, queries, schemas
+from driftwarden.detectors.api import (
+    analytics_queries,
+    analytics_schemas,
+    analytics_section,
+    estimation_section,
+    health_section,
+    llm_section,
+    pages,
+    queries,
+    schemas,
+)
 from driftwarden.detectors.api.reports import NoData, build_report
 from driftwarden.detectors.api.settings import ApiSettings
 from driftwarden.detectors.window import Window
 from driftwarden.errors import UserError
+from driftwarden.names import model_name_problem
 
 logger = logging.getLogger("driftwarden.api")
 STATIC = Path(__file__).with_name("static")
@@ -45,6 +60,21 @@ REPORT_CSP = (
 )
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "private"}
 
+# What the JSON API documents besides its answers: the token it needs and the errors it gives.
+BEARER = HTTPBearer(auto_error=False, description="an API token of $DRIFTWARDEN_API_TOKENS or api.tokens")
+ERRORS: dict[int | str, dict] = {
+    401: {"model": schemas.Problem, "description": "no valid API token"},
+    404: {"model": schemas.Problem, "description": "no such model visible to this token, or no data"},
+    422: {"model": schemas.Problem, "description": "a parameter is not valid; the detail says which and why"},
+}
+
+ModelPath = Annotated[
+    str,
+    PathParameter(
+        description="the model's name as the collector or ingest recorded it, e.g. org/model-name:tag "
+        "(percent-encoded; '/' and ':' may stay as they are)"
+    ),
+]
 WindowQuery = Annotated[
     str | None,
     Query(description=f"only results whose analysed window lies inside this range: {WINDOW_HELP}"),
@@ -78,7 +108,7 @@ def create_router(settings: ApiSettings | None = None) -> APIRouter:
         token = bearer(request.headers.get("authorization")) or request.cookies.get(COOKIE)
         return authenticator.authenticate(token)
 
-    def require(request: Request) -> Principal:
+    def require(request: Request, _documented: object = Security(BEARER)) -> Principal:
         principal = identify(request)
         if principal is None:
             detail = (
@@ -90,7 +120,26 @@ def create_router(settings: ApiSettings | None = None) -> APIRouter:
             raise HTTPException(401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
         return principal
 
+    taken: dict[int, frozenset[str]] = {}  # query parameters of each route, by id of the route
+
+    def known_query(request: Request, _principal: Principal = Depends(require)) -> None:
+        """422 naming the query parameters a route does not take: a misspelt filter must not be ignored."""
+        route = request.scope.get("route")
+        if route is None:
+            return
+        if id(route) not in taken:
+            taken[id(route)] = frozenset(p.alias for p in get_flat_dependant(route.dependant).query_params)
+        unknown = sorted(set(request.query_params) - taken[id(route)])
+        if unknown:
+            accepted = ", ".join(sorted(taken[id(route)])) or "none"
+            raise HTTPException(
+                422, detail=f"unknown query parameter(s) {', '.join(map(repr, unknown))}; this route takes: {accepted}"
+            )
+
     def visible(client, principal: Principal, model: str) -> None:
+        problem = model_name_problem(model)
+        if problem:  # ingest refuses such a name, so no model has it
+            raise HTTPException(404, detail=f"model {model[:300]!r} not found: no model can have this name: {problem}")
         if not queries.model_visible(client, principal, model):
             raise HTTPException(
                 404, detail=f"model {model!r} not found: no events or results of it are visible to this token"
@@ -98,7 +147,7 @@ def create_router(settings: ApiSettings | None = None) -> APIRouter:
 
     # -- JSON API ---------------------------------------------------------------------------------
 
-    api = APIRouter(prefix="/api/v1", tags=["reports"])
+    api = APIRouter(prefix="/api/v1", tags=["reports"], responses=ERRORS, dependencies=[Depends(known_query)])
 
     @api.get("/models", response_model=list[schemas.ModelVersion], summary="Models and versions with events")
     def list_models(request: Request, principal: Principal = Depends(require)) -> list[dict]:
@@ -109,12 +158,12 @@ def create_router(settings: ApiSettings | None = None) -> APIRouter:
         return _statuses(store(request), principal)
 
     @api.get(
-        "/models/{model}/drift",
+        "/models/{model:path}/drift",
         response_model=schemas.DriftStatus,
         summary="Latest drift status per feature, prediction and dataset",
     )
     def drift(
-        request: Request, model: str, principal: Principal = Depends(require), window: WindowQuery = None
+        request: Request, model: ModelPath, principal: Principal = Depends(require), window: WindowQuery = None
     ) -> dict:
         within = parse_window(window, "window")
         client = store(request)
@@ -122,13 +171,13 @@ def create_router(settings: ApiSettings | None = None) -> APIRouter:
         return _drift_status(model, queries.latest_drift(client, principal, model, within))
 
     @api.get(
-        "/models/{model}/drift/history",
+        "/models/{model:path}/drift/history",
         response_model=list[schemas.DriftPoint],
         summary="Drift per analysed window, oldest first",
     )
     def drift_history(
         request: Request,
-        model: str,
+        model: ModelPath,
         principal: Principal = Depends(require),
         window: WindowQuery = None,
         feature: Annotated[str | None, Query(description="one feature (all when absent)")] = None,
@@ -141,21 +190,21 @@ def create_router(settings: ApiSettings | None = None) -> APIRouter:
         return [r for r in rows if target is None or r["target"] == target]
 
     @api.get(
-        "/models/{model}/performance",
+        "/models/{model:path}/performance",
         response_model=list[schemas.PerformancePoint],
         summary="Quality metrics per window where ground truth exists",
     )
     def performance(
-        request: Request, model: str, principal: Principal = Depends(require), window: WindowQuery = None
+        request: Request, model: ModelPath, principal: Principal = Depends(require), window: WindowQuery = None
     ) -> list[dict]:
         within = parse_window(window, "window")
         client = store(request)
         visible(client, principal, model)
         return queries.performance(client, principal, model, within)
 
-    @api.get("/models/{model}/latency", response_model=schemas.Latency, summary="Latency, errors and SLO")
+    @api.get("/models/{model:path}/latency", response_model=schemas.Latency, summary="Latency, errors and SLO")
     def latency(
-        request: Request, model: str, principal: Principal = Depends(require), window: WindowQuery = None
+        request: Request, model: ModelPath, principal: Principal = Depends(require), window: WindowQuery = None
     ) -> dict:
         within = parse_window(window, "window")
         client = store(request)
@@ -165,27 +214,53 @@ def create_router(settings: ApiSettings | None = None) -> APIRouter:
             "windows": queries.latency(client, principal, model, within),
         }
 
-    @api.get(
-        "/models/{model}/reproducibility",
-        response_model=list[schemas.ReproducibilityPoint],
-        summary="Consistency and replay results per window",
+    def windowed(name: str, response_model, summary: str, read) -> None:
+        """``GET /models/{model}/NAME?window=``: the stored results of ``read`` per window, for a visible model."""
+
+        def route(
+            request: Request, model: ModelPath, principal: Principal = Depends(require), window: WindowQuery = None
+        ) -> list[dict]:
+            within = parse_window(window, "window")
+            client = store(request)
+            visible(client, principal, model)
+            return read(client, principal, model, within)
+
+        route.__name__ = name
+        api.get(f"/models/{{model:path}}/{name}", response_model=response_model, summary=summary)(route)
+
+    windowed(
+        "reproducibility",
+        list[schemas.ReproducibilityPoint],
+        "Consistency and replay results per window",
+        queries.reproducibility,
     )
-    def reproducibility(
-        request: Request, model: str, principal: Principal = Depends(require), window: WindowQuery = None
-    ) -> list[dict]:
-        within = parse_window(window, "window")
-        client = store(request)
-        visible(client, principal, model)
-        return queries.reproducibility(client, principal, model, within)
+    windowed(
+        "multivariate",
+        list[analytics_schemas.MultivariatePoint],
+        "Multivariate drift (PCA reconstruction, domain classifier) per window, with its drivers",
+        analytics_queries.multivariate,
+    )
+    windowed(
+        "quality",
+        list[analytics_schemas.QualityPoint],
+        "Data-quality checks per window: missing values, types, ranges, categories, schema, malformed rows",
+        analytics_queries.quality,
+    )
+    windowed(
+        "segments",
+        list[analytics_schemas.SegmentPoint],
+        "Drift, performance and latency per segment, ranked by degradation",
+        analytics_queries.segments,
+    )
 
     @api.get(
-        "/models/{model}/runs",
+        "/models/{model:path}/runs",
         response_model=list[schemas.DetectorRun],
         summary="Detector runs, newest first, with their errors",
     )
     def detector_runs(
         request: Request,
-        model: str,
+        model: ModelPath,
         principal: Principal = Depends(require),
         window: WindowQuery = None,
         status: Annotated[str | None, Query(pattern="^(ok|error|skipped)$")] = None,
@@ -197,13 +272,13 @@ def create_router(settings: ApiSettings | None = None) -> APIRouter:
         return queries.runs(client, principal, model, within, status, limit)
 
     @api.get(
-        "/models/{model}/report",
+        "/models/{model:path}/report",
         response_model=schemas.ReportProvenance,
         summary="Generate (or reuse) the Evidently report of two windows; its provenance",
     )
     def report_provenance(
         request: Request,
-        model: str,
+        model: ModelPath,
         reference: Annotated[str, Query(description=f"reference window: {WINDOW_HELP}")],
         current: Annotated[str, Query(description=f"current window: {WINDOW_HELP}")],
         principal: Principal = Depends(require),
@@ -239,12 +314,15 @@ def create_router(settings: ApiSettings | None = None) -> APIRouter:
 
     def _overview(request: Request, principal: Principal, root: str) -> Response:
         client = store(request)
+        versions = queries.list_models(client, principal)
+        health = health_section.health_of(client, principal, [v["model"] for v in versions])
         body = pages.overview_page(
             queries.overview(client, principal, by_version=True),
-            queries.list_models(client, principal),
+            versions,
             {s["model"]: s for s in queries.overview(client, principal)},
             root=root,
             who=principal.name,
+            health={m: health_section.badge_html(h) for m, h in health.items()},
         )
         return _html(body)
 
@@ -283,14 +361,15 @@ def create_router(settings: ApiSettings | None = None) -> APIRouter:
             within=window or "",
             root=root,
             who=principal.name,
+            llm_section=llm_section.section(client, principal, model, within),
+            estimation_section=estimation_section.section(client, principal, model, within),
+            health_section=health_section.section(health_section.health_of(client, principal, [model])[model]),
+            analytics_drift=analytics_section.drift_section(client, principal, model, within),
+            analytics_trends=analytics_section.trends_section(client, principal, model, within),
         )
         return _html(body)
 
     model_handler = page(_model)
-
-    @router.get("/models/{model}", include_in_schema=False, response_class=HTMLResponse)
-    def model_page(request: Request, model: str, window: str | None = None) -> Response:
-        return model_handler(request, model=model, window=window)
 
     def _report(
         request: Request,
@@ -316,14 +395,14 @@ def create_router(settings: ApiSettings | None = None) -> APIRouter:
                 media_type="text/html; charset=utf-8",
                 headers={**SECURITY_HEADERS, "Content-Security-Policy": REPORT_CSP},
                 content_disposition_type="inline",
-                filename=f"{model}-report-{report.input_hash[:12]}.html",
+                filename=f"{_file_stem(model)}-report-{report.input_hash[:12]}.html",
             )
         if kind == "json":
             return FileResponse(
                 report.json_path,
                 media_type="application/json",
                 headers=SECURITY_HEADERS,
-                filename=f"{model}-report-{report.input_hash[:12]}.json",
+                filename=f"{_file_stem(model)}-report-{report.input_hash[:12]}.json",
             )
         query = urlencode({"reference": reference, "current": current})
         return _html(
@@ -334,17 +413,37 @@ def create_router(settings: ApiSettings | None = None) -> APIRouter:
 
     report_handler = page(_report)
 
-    @router.get("/models/{model}/report", include_in_schema=False, response_class=HTMLResponse)
+    def whole_name(request: Request, model: str, suffix: str) -> str | None:
+        """``model/suffix`` when that is the visible model the URL means (a model named ``x/report``), else None.
+
+        ``/models/x/report`` is the report of ``x``, unless ``x`` is not visible and ``x/report`` is.
+        """
+        principal = identify(request)
+        whole = f"{model}/{suffix}"
+        if principal is None or model_name_problem(whole):
+            return None
+        client = store(request)
+        if queries.model_visible(client, principal, model) or not queries.model_visible(client, principal, whole):
+            return None
+        return whole
+
+    @router.get("/models/{model:path}/report", include_in_schema=False, response_class=HTMLResponse)
     def report_page(request: Request, model: str, reference: str | None = None, current: str | None = None):
+        if whole := whole_name(request, model, "report"):
+            return model_handler(request, model=whole, window=request.query_params.get("window"))
         return report_handler(request, model=model, reference=reference, current=current, kind="page")
 
-    @router.get("/models/{model}/report.html", include_in_schema=False)
+    @router.get("/models/{model:path}/report.html", include_in_schema=False)
     def report_html(request: Request, model: str, reference: str | None = None, current: str | None = None):
+        if whole := whole_name(request, model, "report.html"):
+            return model_handler(request, model=whole, window=request.query_params.get("window"))
         return report_handler(request, model=model, reference=reference, current=current, kind="html")
 
-    @router.get("/models/{model}/report.json", include_in_schema=False)
+    @router.get("/models/{model:path}/report.json", include_in_schema=False)
     def report_json(request: Request, model: str, reference: str | None = None, current: str | None = None):
         # A download for scripts: errors as JSON (401, 404, 422), not as pages.
+        if whole := whole_name(request, model, "report.json"):
+            return model_handler(request, model=whole, window=request.query_params.get("window"))
         principal = require(request)
         return _report(request, principal, request.scope.get("root_path", ""), model, reference, current, "json")
 
@@ -386,6 +485,11 @@ def create_router(settings: ApiSettings | None = None) -> APIRouter:
             raise HTTPException(404, detail=f"no static file {name!r}")
         return FileResponse(STATIC / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "max-age=3600"})
 
+    # Last: `{model:path}` matches every path under /models/, so the sub-routes above must come first.
+    @router.get("/models/{model:path}", include_in_schema=False, response_class=HTMLResponse)
+    def model_page(request: Request, model: str, window: str | None = None) -> Response:
+        return model_handler(request, model=model, window=window)
+
     def _build(client, principal: Principal, model: str, reference: Window, current: Window):
         return build_report(
             client,
@@ -408,6 +512,11 @@ def _report_windows(reference: str | None, current: str | None) -> tuple[Window,
     return ref, cur
 
 
+def _file_stem(model: str) -> str:
+    """A model name as part of a download's file name: no path separators or characters file systems refuse."""
+    return re.sub(r'[\\/:*?"<>|]+', "_", model).strip(". ") or "model"
+
+
 def _safe_next(target: str) -> str:
     """Only same-site paths: never redirect to another host after login."""
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -428,7 +537,12 @@ def _verdicts(rows: list[dict]) -> list[dict]:
         except ValueError:
             details = {}
         verdict = details.get("verdict") if isinstance(details, dict) else None
-        out.append({**row, "verdict": verdict or ("drift" if row["drifted"] else "no drift")})
+        explained = {  # text features: what drove the verdict (detectors.drift.text)
+            key: details[key]
+            for key in ("typical_words", "typical_examples")
+            if isinstance(details, dict) and key in details
+        }
+        out.append({**row, **explained, "verdict": verdict or ("drift" if row["drifted"] else "no drift")})
     return out
 
 

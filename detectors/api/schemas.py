@@ -64,6 +64,12 @@ class FeatureDrift(BaseModel):
     code_version: str
     schema_version: int
     input_hash: str
+    typical_words: dict[str, list[str]] | None = Field(
+        default=None, description="text features: the words most typical of the current and of the reference window"
+    )
+    typical_examples: dict[str, list[str]] | None = Field(
+        default=None, description="text features: documents most typical of each window (after redaction)"
+    )
 
 
 class DriftStatus(BaseModel):
@@ -196,3 +202,9 @@ class ReportProvenance(BaseModel):
     code_version: str
     schema_version: int
     input_hash: str
+
+
+class Problem(BaseModel):
+    """An error: ``detail`` says what is wrong and what to do (FastAPI's own request checks list each field)."""
+
+    detail: str | list[dict] = Field(description="the reason, or one entry per invalid request field")

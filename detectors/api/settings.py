@@ -79,6 +79,12 @@ def _read_section(path: Path) -> dict:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"API configuration file {path} does not exist") from None
+    except OSError as exc:
+        raise UserError(f"cannot read the API configuration file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"the API configuration file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     section = (document or {}).get("api") if isinstance(document, dict) else None

@@ -38,7 +38,8 @@ What follows from the cells, with ``g = F_ref - F_cur`` the gap between the ECDF
   (``k + u`` per value), exact up to the ``2^-16`` rounding.
 
 The origin and width are fixed before the reference is scanned, from the first 65,536
-events of the window (in the table's order, so the same data gives the same cells):
+events (fewer above 25 features, :func:`sample_events`) of the window (in the table's order,
+so the same data gives the same cells):
 ``width = resolution x std`` rounded to three significant digits, ``origin`` a multiple of
 it near the mean. A value further than ``2^38`` cells from the origin is clamped into the
 outermost cell; the statistics then carry an infinite error bound and a note.
@@ -58,7 +59,14 @@ TICK_BITS = 16
 KEY_LIMIT = 1 << 38  # |cell key| at or beyond this: the value was clamped
 KEY_OFFSET = 1 << 39  # cell keys are shifted into [0, 2^40) inside the grouping key
 FEATURE_STRIDE = 1 << 40  # one UInt64 grouping key: feature position * 2^40 + shifted cell key
-SAMPLE_EVENTS = 65_536  # events that fix a window's cell grid
+SAMPLE_EVENTS = 65_536  # events that fix a window's cell grid ...
+SAMPLE_VALUES = SAMPLE_EVENTS * 25  # ... fewer for a model of more than 25 features, down to
+MIN_SAMPLE_EVENTS = 4_096  # (a standard deviation within a few percent: the cells' width, not their validity)
+
+
+def sample_events(features: int) -> int:
+    """Events read to fix the cell grids of ``features`` features: about 1.6M values, 4,096 to 65,536 events."""
+    return max(MIN_SAMPLE_EVENTS, min(SAMPLE_EVENTS, SAMPLE_VALUES // max(1, features)))
 
 
 def grid(mean: float, std: float, resolution: float) -> tuple[float, float]:
@@ -69,11 +77,13 @@ def grid(mean: float, std: float, resolution: float) -> tuple[float, float]:
     return width * round(center / width), width
 
 
-def sample_moments(source: Source, window: Window, target: str, whole: bool = False) -> str:
-    """Mean and population standard deviation of each requested feature over the window's first events
-    (over all of them with ``whole``, for a feature the first events do not hold)."""
+def sample_moments(
+    source: Source, window: Window, target: str, whole: bool = False, events: int = SAMPLE_EVENTS
+) -> str:
+    """Mean and population standard deviation of each requested feature over the window's first ``events``
+    events (over all of them with ``whole``, for a feature the first events do not hold)."""
     names, values = sql.ARRAYS["numeric", target]
-    first = "" if whole else f"ORDER BY ts, event_id LIMIT {SAMPLE_EVENTS}"
+    first = "" if whole else f"ORDER BY ts, event_id LIMIT {int(events)}"
     return f"""
         SELECT {{names:Array(String)}}[position] AS name, mean, std
         FROM (
@@ -125,6 +135,17 @@ def window_cells(source: Source, window: Window, target: str, profile: bool = Fa
         GROUP BY key"""
 
 
+def _sorted_by_key(cells: str, **columns: str) -> str:
+    """Per feature ``f`` of ``cells``: its cell keys ``keys`` and each of ``columns`` (``output=input``) as arrays
+    sorted by key. One numeric sort per array: sorting an array of tuples compares them element by element and
+    cost 20 times more on 2M cells."""
+    gathered = ", ".join(f"groupArray({c}) AS {c}_" for c in columns.values())
+    ordered = ", ".join(f"arraySort((x, key) -> key, {c}_, keys_) AS {out}" for out, c in columns.items())
+    return f"""
+        SELECT f, arraySort(keys_) AS keys, {ordered}
+        FROM (SELECT f, groupArray(k) AS keys_, {gathered} FROM ({cells}) GROUP BY f)"""
+
+
 def build_profiles(source: Source, window: Window, target: str) -> str:
     """INSERT ... SELECT of the cell profiles of the requested features.
 
@@ -141,8 +162,9 @@ def build_profiles(source: Source, window: Window, target: str) -> str:
                if(n = 0, nan, arrayMin(los)) AS min, if(n = 0, nan, arrayMax(his)) AS max,
                [] AS bin_edges, [] AS bin_counts, [] AS categories, [] AS category_counts,
                [] AS support_values, [] AS support_counts,
+               -- the cells enter the hash through their 128-bit SipHash: formatting 2M cells as text cost 6 s
                lower(hex(SHA256(toString((model, model_version, feature, feature_type, reference_start, reference_end,
-                   rows, origin, width, keys, counts, ticks, ticks2, los, his))))) AS profile_hash,
+                   rows, origin, width, sipHash128(keys, counts, ticks, ticks2, los, his)))))) AS profile_hash,
                {{resolution:Float64}} AS cell_resolution, origin AS cell_origin, width AS cell_width,
                keys AS cell_keys, counts AS cell_counts, ticks AS cell_ticks, ticks2 AS cell_ticks2,
                los AS cell_min, his AS cell_max
@@ -152,10 +174,7 @@ def build_profiles(source: Source, window: Window, target: str) -> str:
                    {{rows:UInt64}} AS rows,
                    {{origins:Array(Float64)}}[indexOf({{names:Array(String)}}, name)] AS origin,
                    {TICKS} / {{scales:Array(Float64)}}[indexOf({{names:Array(String)}}, name)] AS width,
-                   arrayMap(e -> e.1, cells) AS keys, arrayMap(e -> e.2, cells) AS counts,
-                   arrayMap(e -> e.3, cells) AS ticks, arrayMap(e -> e.4, cells) AS ticks2,
-                   arrayMap(e -> e.5, cells) AS los, arrayMap(e -> e.6, cells) AS his,
-                   arraySum(counts) AS n,
+                   keys, counts, ticks, ticks2, los, his, arraySum(counts) AS n,
                    -- sum over the cell's values of z = k + u, and of z^2 = k^2 + 2 k u + u^2 (in Float64:
                    -- k^2 of a far cell would overflow Int64)
                    arraySum((k, c, t) -> toFloat64(k) * c + (t + c / 2) / {TICKS}, keys, counts, ticks) / n AS ez,
@@ -163,9 +182,17 @@ def build_profiles(source: Source, window: Window, target: str) -> str:
                             keys, counts, ticks, ticks2) / n AS ez2
             FROM {_requested()}
             LEFT JOIN (
-                SELECT {{names:Array(String)}}[f] AS name, arraySort(groupArray((k, c, ticks, ticks2, lo, hi))) AS cells
-                FROM ({window_cells(source, window, target, profile=True)})
-                GROUP BY f
+                SELECT {{names:Array(String)}}[f] AS name, keys, counts, ticks, ticks2, los, his
+                FROM ({
+        _sorted_by_key(
+            window_cells(source, window, target, profile=True),
+            counts="c",
+            ticks="ticks",
+            ticks2="ticks2",
+            los="lo",
+            his="hi",
+        )
+    })
             ) AS v USING (name)
         )"""
 
@@ -221,45 +248,84 @@ def _merged(source: Source, current: Window, target: str) -> str:
                following AS (PARTITION BY name ORDER BY k ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING)"""
 
 
-# Exact sums of non-negative Float64 terms: Int128 multiples of 1e-18, whatever order threads add them in.
-def _exact_sum(term: str) -> str:
-    return f"toFloat64(sum(toInt128(least({term}, 1e20) * 1e18))) / 1e18"
+def _merged_arrays(source: Source, current: Window, target: str) -> str:
+    """Reference and current cells side by side, per requested feature ``f`` one row of arrays sorted by cell key
+    ``keys``: counts and ticks of both windows (``cr``, ``tr``, ``cc``, ``tc``), the reference's range in each
+    cell (``lo_r``, ``hi_r``) and the current window's smallest value (``lo_c``)."""
+    rows = f"""
+        SELECT f, k, sum(cr) AS cr, sum(tr) AS tr, sum(cc) AS cc, sum(tc) AS tc,
+               min(lo_r) AS lo_r, max(hi_r) AS hi_r, min(lo_c) AS lo_c
+        FROM (
+            SELECT {sql.position("name")} AS f, k, cr, tr, toUInt64(0) AS cc, toUInt64(0) AS tc,
+                   lo AS lo_r, hi AS hi_r, inf AS lo_c
+            FROM ({_reference_cells()})
+            UNION ALL
+            SELECT f, k, toUInt64(0) AS cr, toUInt64(0) AS tr, c AS cc, ticks AS tc, inf AS lo_r, -inf AS hi_r,
+                   lo AS lo_c
+            FROM ({window_cells(source, current, target)})
+        )
+        GROUP BY f, k"""
+    return _sorted_by_key(rows, cr="cr", tr="tr", cc="cc", tc="tc", lo_r="lo_r", hi_r="hi_r", lo_c="lo_c")
+
+
+# Exact sums of non-negative Float64 terms: Int128 multiples of 1e-18, whatever order they are added in.
+def _exact_sum(terms: str) -> str:
+    return f"toFloat64(arraySum(arrayMap(x -> toInt128(least(x, 1e20) * 1e18), {terms}))) / 1e18"
 
 
 def compare(source: Source, current: Window, target: str) -> str:
     """Per feature, from the merged cells: the statistics of :func:`sql.compare_numeric`, Wasserstein in
     cell widths (``wasserstein_cells``, ``wasserstein_bound_cells``), with their bounds.
 
-    ``ends`` holds, for up to ``{max_values} + 1`` cells, the cell's smallest value and both cumulative
-    counts after it — the shape :func:`sql.compare_numeric` returns per distinct value. ``mixed_cells``
+    Each feature's merged cells are one row of arrays in key order, so running counts are
+    ``arrayCumSum`` and every statistic an array function (window functions over 2M cell rows of a
+    500-feature model cost 3 times the scan of the window).
+
+    ``ends`` holds, per cell, the cell's smallest value and both cumulative counts after it — the
+    shape :func:`sql.compare_numeric` returns per distinct value — when the feature has at most
+    ``{ends_limits}[f]`` cells (the methods that read counts per value), else nothing. ``mixed_cells``
     counts cells seen to hold more than one value (a reference range, or a current value apart from the
     reference's). ``out_of_range`` counts the current values in cells outside the reference's first and
     last cell: values beyond the reference range but inside its boundary cells are not counted.
     """
     return f"""
-        SELECT name, any(n_ref) AS nr, any(n_cur) AS nc,
-               lower(hex(cityHash64(arraySort(groupArrayIf((k, cc, tc, lo_c), cc > 0))))) AS current_digest,
-               countIf(cr > 0) AS reference_distinct, count() AS distinct_values,
-               countIf(lo_r < hi_r OR (cr > 0 AND cc > 0 AND lo_c != lo_r)) AS mixed_cells,
-               countIf(abs(k) >= {KEY_LIMIT}) AS clamped_cells,
-               max(greatest(abs(ga), abs(gb))) AS ks_statistic,
-               max(if(cr > 0 AND cc > 0, greatest(abs(g_lo), abs(g_hi)), greatest(abs(ga), abs(gb)))) - ks_statistic
-                   AS ks_bound,
-               {_exact_sum("abs(inner) + abs(gb) * greatest(next_k - k - 1, 0)")} AS wasserstein_cells,
-               {_exact_sum("if(g_hi > 0 AND g_lo < 0, 2 * least(g_hi, -g_lo), 0.)")} AS wasserstein_bound_cells,
-               sumIf(cc, k < kr_min OR k > kr_max) AS out_of_range,
-               groupArray({{max_values:UInt64}} + 1)((lo, br + cr, bc + cc)) AS ends
+        SELECT {{names:Array(String)}}[f] AS name, nr, nc,
+               lower(hex(cityHash64(arrayFilter((e, c) -> c > 0, arrayZip(k, cc, tc, lo_c), cc)))) AS current_digest,
+               arrayCount(c -> c > 0, cr) AS reference_distinct, length(k) AS distinct_values,
+               arrayCount((a, b, r, c, l) -> a < b OR (r > 0 AND c > 0 AND l != a), lo_r, hi_r, cr, cc, lo_c)
+                   AS mixed_cells,
+               arrayCount(x -> abs(x) >= {KEY_LIMIT}, k) AS clamped_cells,
+               arrayMax(arrayMap((a, b) -> greatest(abs(a), abs(b)), ga, gb)) AS ks_statistic,
+               arrayMax(arrayMap((a, b, h, l, r, c) -> if(r > 0 AND c > 0, greatest(abs(l), abs(h)),
+                                                          greatest(abs(a), abs(b))), ga, gb, g_hi, g_lo, cr, cc))
+                   - ks_statistic AS ks_bound,
+               {_exact_sum("arrayMap((i, b, g) -> abs(i) + abs(b) * g, inner, gb, gaps)")} AS wasserstein_cells,
+               {_exact_sum("arrayMap((h, l) -> if(h > 0 AND l < 0, 2 * least(h, -l), 0.), g_hi, g_lo)")}
+                   AS wasserstein_bound_cells,
+               arraySum(arrayMap((x, c) -> if(x < kr_min OR x > kr_max, c, 0), k, cc)) AS out_of_range,
+               if(length(k) <= {{ends_limits:Array(UInt64)}}[f],
+                  arrayZip(arrayMap((a, b) -> least(a, b), lo_r, lo_c), arrayCumSum(cr), arrayCumSum(cc)),
+                  []) AS ends
         FROM (
-            SELECT name, k, cr, tr, cc, tc, lo_r, hi_r, lo_c, lo, kr_min, kr_max, nr AS n_ref, nc AS n_cur,
-                   br, bc, next_k, br / n_ref - bc / n_cur AS ga, (br + cr) / n_ref - (bc + cc) / n_cur AS gb,
+            SELECT f, keys AS k, cr, tr, cc, tc, lo_r, hi_r, lo_c, arraySum(cr) AS nr, arraySum(cc) AS nc,
+                   arrayFirst((x, c) -> c > 0, k, cr) AS kr_min, arrayLast((x, c) -> c > 0, k, cr) AS kr_max,
+                   -- the running counts before each cell, and the ECDF gap there and after the cell
+                   arrayMap((s, c) -> s - c, arrayCumSum(cr), cr) AS br,
+                   arrayMap((s, c) -> s - c, arrayCumSum(cc), cc) AS bc,
+                   arrayMap((a, b) -> a / nr - b / nc, br, bc) AS ga,
+                   arrayMap((g, r, c) -> g + r / nr - c / nc, ga, cr, cc) AS gb,
                    -- the range of the gap inside the cell: reference values raise it, current values lower it
-                   ga + cr / n_ref AS g_hi, ga - cc / n_cur AS g_lo,
+                   arrayMap((g, r) -> g + r / nr, ga, cr) AS g_hi,
+                   arrayMap((g, c) -> g - c / nc, ga, cc) AS g_lo,
                    -- the integral of each ECDF over the cell, in cell widths: sum(1 - u) / n + before / n
-                   (cr - (tr + cr / 2) / {TICKS} + br) / n_ref - (cc - (tc + cc / 2) / {TICKS} + bc) / n_cur AS inner
-            FROM ({_merged(source, current, target)})
+                   arrayMap((r, t, b, c, u, d) -> (r - (t + r / 2) / {TICKS} + b) / nr
+                                                  - (c - (u + c / 2) / {TICKS} + d) / nc, cr, tr, br, cc, tc, bc)
+                       AS inner,
+                   -- empty cells up to the next one, where the gap stays at its value after this cell
+                   arrayMap((a, b) -> greatest(b - a - 1, 0), k, arrayPushBack(arrayPopFront(k), k[-1])) AS gaps
+            FROM ({_merged_arrays(source, current, target)})
             WHERE nr > 0 AND nc > 0
-        )
-        GROUP BY name"""
+        )"""
 
 
 def sturges(source: Source, current: Window, target: str) -> str:

@@ -17,10 +17,12 @@ from clickhouse_connect.driver.client import Client
 
 from driftwarden.detectors import provenance
 from driftwarden.detectors.drift import cells, sql
+from driftwarden.detectors.drift import embedding as embedding_drift
+from driftwarden.detectors.drift import text as text_drift
 from driftwarden.detectors.drift.controls import control_false_positives, mark_persistence
 from driftwarden.detectors.drift.profiles import Profile, batches, ensure_profiles, prefix, window_parameters
 from driftwarden.detectors.drift.report import DriftReport, FeatureDrift
-from driftwarden.detectors.drift.selection import auto_method
+from driftwarden.detectors.drift.selection import COUNTS_MAX_DISTINCT, auto_method
 from driftwarden.detectors.drift.settings import DriftSettings, FeatureSpec
 from driftwarden.detectors.methods import METHODS, Counts, Score, Support, get_method
 from driftwarden.detectors.methods.wasserstein import STD_FLOOR
@@ -54,6 +56,8 @@ def compute_drift(
     reference_rows = _rows(client, source, reference, "reference")
     current_rows = _rows(client, source, current, "current")
     specs = list(features) if features is not None else _discover(client, source, reference, reference_rows, target)
+    if features is None and target == "feature":
+        specs += _discover_text_and_embeddings(client, source, reference)
     if not specs:
         raise UserError(f"the reference window {reference} of model {model!r} has no {target} values to compare")
     _check_specs(specs, target)
@@ -66,12 +70,13 @@ def compute_drift(
         if not kind_specs:
             continue
         names = [s.name for s in kind_specs]
-        profiles = ensure_profiles(client, source, reference, target, kind, names, reference_rows, settings)
+        wide = kind == "numeric" and _wide(len(names), reference_rows + current_rows, settings)
+        profiles = ensure_profiles(client, source, reference, target, kind, names, reference_rows, settings, wide)
         for name, profile in profiles.items():
             profile_hashes[prefix(target, kind) + name] = profile.profile_hash
         if kind == "numeric":
             rows = _compare_numeric(
-                client, source, reference, current, target, kind_specs, settings, profiles, current_rows
+                client, source, reference, current, target, kind_specs, settings, profiles, current_rows, wide
             )
         else:
             rows = _compare_categorical(client, source, current, target, names, settings)
@@ -81,11 +86,19 @@ def compute_drift(
                 digests[prefix(target, kind) + spec.name] = row["current_digest"]
             results[spec.name] = _score(spec, profiles.get(spec.name), row, settings, current_rows)
 
-    ordered = [results[s.name] for s in specs]
+    descriptors: list[FeatureDrift] = []  # text descriptors: reported beside their text feature
+    for kind, module in (("text", text_drift), ("embedding", embedding_drift)):
+        kind_specs = [s for s in specs if s.kind == kind]
+        if kind_specs:
+            for name, found in module.compare(client, source, reference, current, kind_specs, settings).items():
+                results[name] = found[0]
+                descriptors.extend(found[1:])
+
+    ordered = [results[s.name] for s in specs] + descriptors
     control_false_positives(ordered, settings)
     mark_persistence(client, ordered, model, model_version, target, current, settings)
 
-    analysed = [f for f in ordered if f.verdict != "no verdict"]
+    analysed = [f for f in ordered if f.verdict != "no verdict" and f.feature_type != text_drift.DESCRIPTOR_TYPE]
     share = sum(f.drifted for f in analysed) / len(analysed) if analysed else 0.0
     inputs = {
         "model": model,
@@ -187,6 +200,15 @@ def _discover(
     return specs
 
 
+def _discover_text_and_embeddings(client: Client, source: sql.Source, reference: Window) -> list[FeatureSpec]:
+    """The text and embedding features of the reference window (none on a store without migration 0007)."""
+    if not embedding_drift.has_columns(client):
+        return []
+    return [FeatureSpec(n, "text") for n in text_drift.discover(client, source, reference)] + [
+        FeatureSpec(n, "embedding") for n in embedding_drift.discover(client, source, reference)
+    ]
+
+
 def _check_specs(specs: list[FeatureSpec], target: str) -> None:
     seen = set()
     for spec in specs:
@@ -213,9 +235,11 @@ def _compare_numeric(
     settings: DriftSettings,
     profiles: dict[str, Profile],
     current_rows: int,
+    wide: bool,
 ) -> dict[str, dict]:
     """The comparison aggregates per feature: exactly over the sorted support while both windows hold at
-    most ``exact_max_values`` values together, over cells (:mod:`driftwarden.detectors.drift.cells`) above; plus
+    most ``exact_max_values`` values together (and the run is not ``wide``, :func:`_wide`), over cells
+    (:mod:`driftwarden.detectors.drift.cells`) above; plus
     Sturges' bins for PSI and Jensen–Shannon on features with more than 20 reference values."""
     key_prefix = prefix(target, "numeric")
 
@@ -228,6 +252,7 @@ def _compare_numeric(
             "prefix_length": len(key_prefix),
             "profile_version": source.model_version or "",
             "max_values": settings.max_categories,
+            "ends_limits": [ends_limits[n] for n in names],
         }
 
     def add_bins(rows: dict[str, dict], query: str, names: list[str], extra: dict | None = None) -> None:
@@ -238,9 +263,12 @@ def _compare_numeric(
                 rows[row["name"]].update(row)
 
     binned = {s.name for s in specs if s.method in ("psi", "jensenshannon")}
+    ends_limits = {s.name: _ends_limit(s, settings) for s in specs}
     names = [s.name for s in specs if s.name in profiles]
     on_cells = [
-        n for n in names if profiles[n].on_cells or profiles[n].values + current_rows > settings.exact_max_values
+        n
+        for n in names
+        if wide or profiles[n].on_cells or profiles[n].values + current_rows > settings.exact_max_values
     ]
     exact = [n for n in names if n not in on_cells]
     rows: dict[str, dict] = {}
@@ -265,6 +293,22 @@ def _compare_numeric(
             rows[row["name"]] = _cell_row(row, profiles[row["name"]], grids[row["name"]][1])
         add_bins(rows, cells.sturges(source, current, target), on_cells, grid_parameters)
     return rows
+
+
+def _wide(features: int, rows: int, settings: DriftSettings) -> bool:
+    """Whether ``features`` numeric features over ``rows`` events of both windows may hold more values than
+    ``exact_max_run_values``: the exact path sorts and stores every one of them, so a wide model goes on cells
+    however few rows each feature has."""
+    return features * rows > settings.exact_max_run_values
+
+
+def _ends_limit(spec: FeatureSpec, settings: DriftSettings) -> int:
+    """Up to how many distinct values (or cells) a numeric comparison returns its counts per value: the methods
+    that read counts need them up to ``max_categories``, ``auto`` picks one of those only up to 5 values, and
+    the others never read them (500 features x 10,000 counts each were most of a wide run's transfer)."""
+    if spec.method == "auto":
+        return COUNTS_MAX_DISTINCT
+    return settings.max_categories if METHODS[spec.method].needs == "counts" else 0
 
 
 def _cell_row(row: dict, profile: Profile, width: float) -> dict:

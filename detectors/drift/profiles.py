@@ -94,16 +94,17 @@ def ensure_profiles(
     names: list[str],
     reference_rows: int,
     settings: DriftSettings,
+    wide: bool = False,
 ) -> dict[str, Profile]:
     """The profiles of ``names``, built in ClickHouse for those missing or stale.
 
     A profile is stale when late rows changed its window's row count, or when it is not of
     the form the settings ask for (exact support up to ``exact_max_values`` reference rows,
-    cells of ``cell_resolution`` above).
+    cells of ``cell_resolution`` above, and for every feature of a ``wide`` run).
     """
     key_prefix = prefix(target, kind)
     profiles = _read(client, source, reference, key_prefix, names, settings.max_categories)
-    on_cells = kind == "numeric" and reference_rows > settings.exact_max_values
+    on_cells = kind == "numeric" and (wide or reference_rows > settings.exact_max_values)
 
     def fresh(p: Profile | None) -> bool:
         if p is None or p.rows != reference_rows or (kind == "numeric" and p.on_cells != on_cells):
@@ -144,7 +145,7 @@ def _build_cells(
     for whole in (False, True):
         missing = [n for n in names if n not in moments]
         if missing:
-            query = cells.sample_moments(source, reference, target, whole)
+            query = cells.sample_moments(source, reference, target, whole, cells.sample_events(len(names)))
             rows = client.query(query, parameters={**source.parameters(), "names": missing}).result_rows
             moments.update({name: (mean, std) for name, mean, std in rows})
     grids = [cells.grid(*moments.get(n, (0.0, 0.0)), resolution) for n in names]

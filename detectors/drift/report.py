@@ -87,7 +87,8 @@ class DriftReport:
 
     @property
     def drifted_features(self) -> list[str]:
-        return [f.feature for f in self.features if f.drifted]
+        """Drifted features counted in the dataset's share (a text feature's descriptors are not)."""
+        return [f.feature for f in self.features if f.drifted and f.feature_type != "text_descriptor"]
 
     def as_dict(self) -> dict[str, Any]:
         """The stable JSON document of ``driftwarden drift --format json`` (see detectors/README.md)."""
@@ -105,7 +106,9 @@ class DriftReport:
                 "drift_share": self.dataset_drift_share,
                 "threshold": self.drift_share_threshold,
                 "drifted_features": self.drifted_features,
-                "analysed_features": sum(1 for f in self.features if f.verdict != "no verdict"),
+                "analysed_features": sum(
+                    1 for f in self.features if f.verdict != "no verdict" and f.feature_type != "text_descriptor"
+                ),
             },
             "features": [f.as_dict() for f in self.features],
             "settings": self.settings,

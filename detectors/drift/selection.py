@@ -17,13 +17,16 @@ Z-test also applies to numeric features with at most 2 values; we follow the sou
 
 from __future__ import annotations
 
+# Above this many distinct values a numeric feature gets a distance (or KS); at or below, a method on counts.
+COUNTS_MAX_DISTINCT = 5
+
 
 def auto_method(kind: str, reference_rows: int, distinct_values: int, small_reference_rows: int = 1000) -> str:
     """The method Evidently would pick for a feature of ``kind`` with these counts."""
     if reference_rows <= small_reference_rows:
-        if kind == "numeric" and distinct_values > 5:
+        if kind == "numeric" and distinct_values > COUNTS_MAX_DISTINCT:
             return "ks"
         return "chisquare" if distinct_values > 2 else "ztest"
-    if kind == "numeric" and distinct_values > 5:
+    if kind == "numeric" and distinct_values > COUNTS_MAX_DISTINCT:
         return "wasserstein"
     return "jensenshannon"

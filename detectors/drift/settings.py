@@ -12,8 +12,8 @@ from typing import Literal
 
 from driftwarden.detectors.methods import METHODS
 
-FeatureKind = Literal["numeric", "categorical"]
-KINDS = ("numeric", "categorical")
+FeatureKind = Literal["numeric", "categorical", "text", "embedding"]
+KINDS = ("numeric", "categorical", "text", "embedding")
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,17 @@ class DriftSettings:
     Limits: ``max_categories`` — a categorical feature with more distinct values than this gets no
     verdict (counts per category would not be an aggregate any more).
 
+    Text and embedding features: ``text_sample_rows`` / ``embedding_sample_rows`` — at most this many
+    rows per window go to the domain classifier (and the component share), a deterministic hash sample
+    of the window when it is larger; ``mmd_sample_rows`` — the same for MMD's kernel matrix.
+
     Scale: ``exact_max_values`` — a numeric feature whose reference and current windows hold at
     most this many values together is compared exactly over its sorted support (what scipy and
     Evidently compute); above it, over cells of ``cell_resolution`` reference standard deviations,
-    with a computed bound on the error of each statistic (see :mod:`driftwarden.detectors.drift.cells`).
+    with a computed bound on the error of each statistic (see :mod:`driftwarden.detectors.drift.cells`);
+    ``exact_max_run_values`` — the same for a whole run: when its numeric features times the rows of both
+    windows exceed this, every numeric feature goes on cells (a wide model: 500 features of 100,000 rows
+    per window would sort and store 100M values exactly).
     """
 
     drift_share: float = 0.5
@@ -86,7 +93,12 @@ class DriftSettings:
     chisquare_homogeneity: bool = False
     max_categories: int = 10_000
     exact_max_values: int = 200_000
+    exact_max_run_values: int = 10_000_000
     cell_resolution: float = 0.002
+    # text and embedding features: rows per window sent to Python (detectors/drift/text.py, embedding.py)
+    text_sample_rows: int = 20_000
+    embedding_sample_rows: int = 20_000
+    mmd_sample_rows: int = 2_000
 
     def __post_init__(self) -> None:
         if not 0 < self.drift_share <= 1:
@@ -108,6 +120,11 @@ class DriftSettings:
             raise ValueError(f"max_categories must be >= 2, got {self.max_categories}")
         if self.exact_max_values < 0:
             raise ValueError(f"exact_max_values must be >= 0, got {self.exact_max_values}")
+        if self.exact_max_run_values < 0:
+            raise ValueError(f"exact_max_run_values must be >= 0, got {self.exact_max_run_values}")
+        for key in ("text_sample_rows", "embedding_sample_rows", "mmd_sample_rows"):
+            if getattr(self, key) < 10:
+                raise ValueError(f"{key} must be >= 10 rows, got {getattr(self, key)}")
         if not 0 < self.cell_resolution <= 0.1:
             raise ValueError(
                 f"cell_resolution must be in (0, 0.1] reference standard deviations, got {self.cell_resolution}"
@@ -126,5 +143,9 @@ class DriftSettings:
             "chisquare_homogeneity": self.chisquare_homogeneity,
             "max_categories": self.max_categories,
             "exact_max_values": self.exact_max_values,
+            "exact_max_run_values": self.exact_max_run_values,
             "cell_resolution": self.cell_resolution,
+            "text_sample_rows": self.text_sample_rows,
+            "embedding_sample_rows": self.embedding_sample_rows,
+            "mmd_sample_rows": self.mmd_sample_rows,
         }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from driftwarden.detectors.rows import WELL_FORMED
 from driftwarden.detectors.window import Window
 
 # (names, values) of the pairs an event holds, per kind and target: the features' parallel arrays, or
@@ -44,14 +45,14 @@ def position(name: str) -> str:
 
 @dataclass(frozen=True)
 class Source:
-    """Which events a window selects: one model, optionally one version, no replays."""
+    """Which events a window selects: one model, optionally one version, no replays, well formed."""
 
     model: str
     model_version: str | None
 
     def where(self, window: Window) -> str:
         version = " AND model_version = {model_version:String}" if self.model_version is not None else ""
-        return f"model = {{model:String}}{version} AND NOT is_replay AND {window.sql('ts')}"
+        return f"model = {{model:String}}{version} AND NOT is_replay AND {window.sql('ts')} AND {WELL_FORMED}"
 
     def parameters(self) -> dict:
         params = {"model": self.model}
@@ -215,7 +216,8 @@ def compare_numeric(source: Source, current: Window, target: str) -> str:
     support, the out-of-reference-range count, the distinct-value counts Evidently's method
     choice needs, and — up to ``{max_values} + 1`` of them — the merged values that end a run
     of equal values with both cumulative counts there (``ends``), from which the counts per
-    value follow when the support is small (chi-squared, Z-test, PSI, Jensen–Shannon).
+    value follow when the support is small (chi-squared, Z-test, PSI, Jensen–Shannon); only for a
+    feature with at most ``{ends_limits}[i]`` distinct values, the methods that read them.
 
     The per-point arithmetic runs on ``ARRAY JOIN``ed rows (columnar, no lambdas). The
     Wasserstein terms, in units of the reference standard deviation (floored at 0.001 as
@@ -231,13 +233,15 @@ def compare_numeric(source: Source, current: Window, target: str) -> str:
                    * any(norm) AS wasserstein,
                countIf(d != 0) AS distinct_values,
                countIf(w = {CURRENT_WEIGHT} AND (x < ref_min OR x > ref_max)) AS out_of_range,
-               groupArrayIf({{max_values:UInt64}} + 1)((x, c_r, c_c), d != 0) AS ends
+               if(distinct_values <= any(ends_limit),
+                  groupArrayIf({{max_values:UInt64}} + 1)((x, c_r, c_c), d != 0), []) AS ends
         FROM (
-            SELECT name, n_ref, n_cur, digest, ref_distinct, ref_min, ref_max, norm, x, w, d,
+            SELECT name, n_ref, n_cur, digest, ref_distinct, ref_min, ref_max, norm, x, w, d, ends_limit,
                    -- one cumulative sum carries both counts: reference rows below 2^32, current rows above
                    packed % {CURRENT_WEIGHT} AS c_r, intDiv(packed, {CURRENT_WEIGHT}) AS c_c
             FROM (
                 SELECT name, nr AS n_ref, nc AS n_cur, current_digest AS digest, ks, ws,
+                       {{ends_limits:Array(UInt64)}}[indexOf({{names:Array(String)}}, name)] AS ends_limit,
                        greatest(reference_std, 0.001) AS norm,
                        length(rv) AS ref_distinct,
                        if(empty(rv), nan, rv[1]) AS ref_min, if(empty(rv), nan, rv[-1]) AS ref_max,

@@ -9,14 +9,31 @@ from __future__ import annotations
 
 from driftwarden.detectors.methods.base import Counts, DriftMethod, Score, Support
 from driftwarden.detectors.methods.chisquare import ChiSquare
+from driftwarden.detectors.methods.component_share import ComponentShare
+from driftwarden.detectors.methods.domain_classifier import DomainClassifier
 from driftwarden.detectors.methods.jensenshannon import JensenShannon
 from driftwarden.detectors.methods.ks import KolmogorovSmirnov
+from driftwarden.detectors.methods.mean_distance import MeanDistance
+from driftwarden.detectors.methods.mmd import MaximumMeanDiscrepancy
 from driftwarden.detectors.methods.psi import PopulationStabilityIndex
 from driftwarden.detectors.methods.wasserstein import Wasserstein
 from driftwarden.detectors.methods.ztest import ZTest
 
 METHODS: dict[str, type[DriftMethod]] = {
-    m.name: m for m in (KolmogorovSmirnov, Wasserstein, PopulationStabilityIndex, JensenShannon, ChiSquare, ZTest)
+    m.name: m
+    for m in (
+        KolmogorovSmirnov,
+        Wasserstein,
+        PopulationStabilityIndex,
+        JensenShannon,
+        ChiSquare,
+        ZTest,
+        # text and embedding features: scored on bounded samples and SQL means (methods/samples.py)
+        DomainClassifier,
+        MaximumMeanDiscrepancy,
+        ComponentShare,
+        MeanDistance,
+    )
 }
 
 
@@ -32,10 +49,14 @@ def get_method(name: str, **options) -> DriftMethod:
 __all__ = [
     "METHODS",
     "ChiSquare",
+    "ComponentShare",
     "Counts",
+    "DomainClassifier",
     "DriftMethod",
     "JensenShannon",
     "KolmogorovSmirnov",
+    "MaximumMeanDiscrepancy",
+    "MeanDistance",
     "PopulationStabilityIndex",
     "Score",
     "Support",

@@ -132,7 +132,7 @@ class DriftMethod(ABC):
     name: ClassVar[str]
     title: ClassVar[str]
     kind: ClassVar[ScoreKind]
-    needs: ClassVar[Literal["support", "counts"]]
+    needs: ClassVar[Literal["support", "counts", "sample", "means"]]  # the last two: methods/samples.py
     default_threshold: ClassVar[float]
     feature_types: ClassVar[tuple[str, ...]]
 

@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "api",
         help="serve the ingest endpoints and the JSON API over the store",
         description="Serve POST /v1/events (Arrow batches from collectors started with --hub), "
-        "POST /v1/ground-truth and /healthz. The store is migrated first when it has no schema yet.",
+        "POST /v1/ground-truth, POST /v1/traces (OTLP/HTTP; GenAI spans become LLM calls), /metrics and /healthz. "
+        "An embedded store is migrated first when its schema is behind (a server's: `driftwarden migrate`). "
+        "Prices and limits of LLM calls: the genai: section of $DRIFTWARDEN_API_CONFIG.",
     )
     add_store_argument(parser)
     parser.add_argument(
@@ -27,27 +29,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import socket
     import sys
 
     import uvicorn
 
-    from driftwarden import storage
+    from driftwarden import malformed_http, storage
+    from driftwarden.collector.genai_config import load_file_section
     from driftwarden.collector.hub_app import create_app
     from driftwarden.detectors.api import create_router, load_settings
+    from driftwarden.detectors.api.settings import CONFIG_ENV
     from driftwarden.listen import bind
-    from driftwarden.storage.migrate import applied
 
     api_settings = load_settings()  # before opening anything: a bad token list is a one-line error
+    genai = load_file_section(os.environ.get(CONFIG_ENV))  # prices and limits of POST /v1/traces
     sock = bind(args.listen, "--listen")
-    client = storage.connect(args.store, create_database=True)
-    if not applied(client):
-        storage.migrate(client)
+    client = storage.open_store(args.store)
     host, bound = sock.getsockname()[:2]
     shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
     print(f"driftwarden api: store {storage.describe(args.store)}, listening on http://{shown}:{bound}", flush=True)
-    app = create_app(client)
+    app = create_app(client, genai=genai)
     app.include_router(create_router(api_settings))  # drift reports and JSON API for model owners (detectors/api)
+    _serve_metrics(app)
     if not app.state.ingest_protected:
         print(
             "driftwarden api: the ingest endpoints are open to anyone who can reach this address; "
@@ -55,6 +59,18 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, http=malformed_http.protocol_class())
     uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _serve_metrics(app) -> None:
+    """``GET /metrics``: the ingest side's metrics (GenAI calls received on /v1/traces, OTLP counts)."""
+    from fastapi import Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from driftwarden.collector.metrics import REGISTRY
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

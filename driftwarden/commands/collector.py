@@ -28,7 +28,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_store_argument(parser)
     parser.add_argument("--hub", metavar="URL", help="send events to a hub's ingest endpoint instead of a store")
-    parser.add_argument("--spool-dir", metavar="DIR", help="on-disk spool for events the sink cannot take yet")
+    parser.add_argument(
+        "--spool-dir",
+        metavar="DIR",
+        help="on-disk spool for events the sink cannot take yet, and the write-ahead journal of answered inferences",
+    )
+    parser.add_argument(
+        "--fsync",
+        choices=("off", "interval", "always"),
+        help="when the journal is flushed to disk: off (survives a process crash, not a power cut), interval "
+        "(default: every fsync_interval_ms), always (before each response, group-committed)",
+    )
     parser.add_argument("--admin-listen", metavar="HOST:PORT", help="serve /metrics, /healthz and /readyz here")
     parser.add_argument("--config", metavar="FILE", help="YAML file: redaction, sampling, payload cap, mappings")
     parser.add_argument("--upstream-timeout", type=float, metavar="S", help="seconds to wait for the upstream")
@@ -62,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         "store": args.store,
         "hub": args.hub,
         "spool_dir": args.spool_dir,
+        "fsync": args.fsync,
         "admin_listen": args.admin_listen,
         "upstream_timeout_s": args.upstream_timeout,
         "trust_client_event_headers": args.trust_client_event_headers,

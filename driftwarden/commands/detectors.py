@@ -65,18 +65,13 @@ def run(args: argparse.Namespace) -> int:
     from driftwarden.detectors import config as detector_config
     from driftwarden.detectors.exporter import Exporter
     from driftwarden.detectors.scheduler import Scheduler, describe
-    from driftwarden.storage.migrate import applied, apply_retention, latest_version
+    from driftwarden.storage.migrate import apply_retention
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     config = detector_config.load(args.config)
     url = args.store or config.store  # the command line wins over the file
     try:
-        client = storage.connect(url)
-        if latest_version() not in applied(client):
-            raise UserError(
-                f"the store {storage.describe(url)} is not at schema version {latest_version()}: "
-                f"run `driftwarden migrate --store {storage.describe(url)}` first"
-            )
+        client = storage.open_store(url, retention_days=config.retention_days)
     except storage.StoreError as exc:
         raise UserError(str(exc)) from None
     if config.retention_days:

@@ -42,8 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--feature",
         action="append",
         metavar="NAME[:KIND[:METHOD[:THRESHOLD]]]",
-        help="analyse only this feature (repeatable); KIND numeric|categorical (default numeric), METHOD auto|"
-        "ks|wasserstein|psi|jensenshannon|chisquare|ztest; default: every feature of the reference window",
+        help="analyse only this feature (repeatable); KIND numeric|categorical|text|embedding (default numeric), "
+        "METHOD auto|ks|wasserstein|psi|jensenshannon|chisquare|ztest (numeric, categorical), domain_classifier "
+        "(text, embedding), mmd|ratio|distance (embedding); default: every feature of the reference window",
     )
     parser.add_argument(
         "--exact-max-values",
@@ -53,10 +54,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "on cells with a reported error bound above (default 200000)",
     )
     parser.add_argument(
+        "--exact-max-run-values",
+        type=int,
+        metavar="N",
+        help="compare every numeric feature on cells when the features times the rows of both windows exceed N "
+        "(a wide model; default 10000000)",
+    )
+    parser.add_argument(
         "--cell-resolution",
         type=float,
         metavar="R",
         help="cell width above that limit, in reference standard deviations (default 0.002)",
+    )
+    parser.add_argument(
+        "--multivariate",
+        default="none",
+        metavar="METHODS",
+        help="also multivariate drift over every numeric and categorical feature (target feature only): a "
+        "comma-separated list of pca_reconstruction, domain_classifier (default none: it loads scikit-learn "
+        "and pandas; the scheduled multivariate_drift detector runs both)",
     )
     parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
     parser.add_argument("--save", action="store_true", help="also write the results to drift_results")
@@ -90,12 +106,14 @@ def run(args: argparse.Namespace) -> int:
     from driftwarden import storage
     from driftwarden.detectors.drift import compute_drift, write_drift
     from driftwarden.detectors.window import Window
+    from driftwarden.names import check_model_name
 
+    check_model_name(args.model)
     reference = Window.parse(args.reference, name="--reference")
     current = Window.parse(args.current, name="--current")
     features = [parse_feature(f) for f in args.feature] if args.feature else None
     settings = _settings(args)
-    client = storage.connect(args.store)
+    client = storage.open_store(args.store)
     report = compute_drift(
         client,
         model=args.model,
@@ -106,13 +124,81 @@ def run(args: argparse.Namespace) -> int:
         target=args.target,
         settings=settings,
     )
+    multivariate = _multivariate(client, args, report)
     if args.save:
         write_drift(client, report)
+        if multivariate:
+            from driftwarden.detectors.multivariate import write_multivariate
+
+            write_multivariate(client, multivariate)
     if args.format == "json":
-        print(json.dumps(report.as_dict(), indent=2, sort_keys=False, allow_nan=False))
+        doc = report.as_dict()
+        if multivariate:
+            doc["multivariate"] = [_rounded(r.as_dict()) for r in multivariate]
+        print(json.dumps(doc, indent=2, sort_keys=False, allow_nan=False))
     else:
         print(render_table(report))
+        if multivariate:
+            print(render_multivariate(multivariate))
     return 0
+
+
+def _multivariate(client, args: argparse.Namespace, report) -> list:
+    """Multivariate drift of the report's numeric and categorical features, by the methods of --multivariate."""
+    from driftwarden.errors import UserError
+
+    methods = tuple(m.strip() for m in args.multivariate.split(",") if m.strip())
+    if args.target != "feature" or methods in ((), ("none",)):
+        return []
+    from driftwarden.detectors.multivariate import METHODS, MultivariateSettings, compute_multivariate
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise UserError(
+            f"--multivariate {args.multivariate!r}: unknown method {unknown[0]!r}; accepted: "
+            f"{', '.join(METHODS)} or none"
+        )
+    return compute_multivariate(
+        client,
+        report.model,
+        report.reference,
+        report.current,
+        numeric=[f.feature for f in report.features if f.feature_type == "numeric"],
+        categorical=[f.feature for f in report.features if f.feature_type == "categorical"],
+        model_version=report.model_version,
+        settings=MultivariateSettings(methods=methods),
+    )
+
+
+def _rounded(value):
+    """Floats to 10 significant digits: sums merged across threads differ in the last bits between runs."""
+    if isinstance(value, float):
+        return float(f"{value:.10g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def render_multivariate(results) -> str:
+    """Multivariate drift as text: one line per method with its thresholds, then the features that drive it."""
+    lines = ["", "multivariate drift:"]
+    for r in results:
+        if r.value is None:
+            lines.append(f"  {r.method}: no verdict — {r.message}")
+            continue
+        low = "-" if r.lower_threshold is None else _number(r.lower_threshold)
+        high = "-" if r.upper_threshold is None else _number(r.upper_threshold)
+        error = f" ± {_number(r.sampling_error)}" if r.sampling_error is not None else ""
+        lines.append(
+            f"  {r.method}: {_number(r.value)}{error} (thresholds {low}..{high}) "
+            f"{'DRIFT' if r.alert else 'no drift'} over {len(r.features)} features"
+        )
+        drivers = ", ".join(f"{d['feature']} ({_number(d['score'])})" for d in r.drivers[:5])
+        if drivers:
+            lines.append(f"    driven by: {drivers}")
+    return "\n".join(lines)
 
 
 def _settings(args: argparse.Namespace):
@@ -122,7 +208,11 @@ def _settings(args: argparse.Namespace):
 
     given = {
         key: value
-        for key, value in (("exact_max_values", args.exact_max_values), ("cell_resolution", args.cell_resolution))
+        for key, value in (
+            ("exact_max_values", args.exact_max_values),
+            ("exact_max_run_values", args.exact_max_run_values),
+            ("cell_resolution", args.cell_resolution),
+        )
         if value is not None
     }
     try:
@@ -176,13 +266,18 @@ def render_table(report) -> str:
     for r in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     notes = [f"  {f.feature}: {f.note}" for f in report.features if f.note]
+    for f in report.features:  # what drove a text verdict: the classifier's most telling words
+        words = f.details.get("typical_words")
+        if words and f.verdict != "no verdict":
+            notes.append(f"  {f.feature}: words of the current window: {', '.join(words['current'][:10]) or '-'}")
+            notes.append(f"  {f.feature}: words of the reference window: {', '.join(words['reference'][:10]) or '-'}")
     if bounded:
         notes.append(
             "  ±: windows above --exact-max-values are compared on cells; the statistic is within ± of the exact one"
         )
     if notes:
         lines += ["", "notes:", *notes]
-    analysed = sum(1 for f in report.features if f.verdict != "no verdict")
+    analysed = sum(1 for f in report.features if f.verdict != "no verdict" and f.feature_type != "text_descriptor")
     lines += [
         "",
         f"dataset: {'DRIFT' if report.dataset_drifted else 'no drift'} — "

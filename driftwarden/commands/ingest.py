@@ -23,6 +23,7 @@ from pathlib import Path
 
 from driftwarden.commands import add_store_argument
 from driftwarden.errors import UserError
+from driftwarden.names import check_model_name
 
 CHUNK_ROWS = 100_000
 HUB_CHUNK_ROWS = 20_000
@@ -48,7 +49,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--prediction-column", metavar="P", help="column with the model's output")
     parser.add_argument("--label-column", metavar="L", help="column with the ground truth (also written)")
     parser.add_argument(
+        "--score-column",
+        action="append",
+        metavar="S | CLASS=COLUMN",
+        help="column with the predicted probability of the positive class (binary classifier); repeat as "
+        "CLASS=COLUMN, once per class, for a multiclass classifier. With scores, --prediction-column and "
+        "--label-column hold classes, and `driftwarden estimate` can estimate performance without labels",
+    )
+    parser.add_argument(
         "--id-column", metavar="I", help="column with a unique id per prediction; needed to join later labels"
+    )
+    parser.add_argument(
+        "--text-column",
+        action="append",
+        metavar="C",
+        help="column of free text (a prompt, a document): the text feature C, analysed by text drift "
+        "(repeatable; other text columns are categorical features)",
+    )
+    parser.add_argument(
+        "--embedding-column",
+        action="append",
+        metavar="E",
+        help="column of vectors: the embedding feature E (repeatable); a Parquet list of numbers per row, "
+        "or in CSV a JSON array such as [0.1, -0.2]",
+    )
+    parser.add_argument(
+        "--embed-text",
+        action="store_true",
+        help="also embed every --text-column C offline (all-MiniLM-L6-v2, int8 ONNX from site-packages; "
+        "extra `embeddings`) into the embedding feature C.minilm",
     )
     parser.add_argument(
         "--ground-truth",
@@ -68,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
     from driftwarden import storage
     from driftwarden.collector.ingest_file import load_file, predictions_and_labels
 
-    if not args.model.strip():
-        raise UserError("--model must not be empty")
+    check_model_name(args.model)
+    if args.embed_text and not args.text_column:
+        raise UserError("--embed-text embeds the --text-column columns: name at least one --text-column")
     table = load_file(args.file)
     inferences, labels = predictions_and_labels(
         table,
@@ -77,9 +107,13 @@ def run(args: argparse.Namespace) -> int:
         timestamp_column=args.timestamp_column,
         prediction_column=args.prediction_column,
         label_column=args.label_column,
+        score_columns=_score_columns(args.score_column),
         id_column=args.id_column,
         ground_truth_only=args.ground_truth,
         source=args.file.name,
+        text_columns=args.text_column,
+        embedding_columns=args.embedding_column,
+        embed_text=_embedder() if args.embed_text else None,
     )
     if args.hub:
         if args.store:
@@ -87,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         where = args.hub
         _send_to_hub(args.hub, inferences, labels)
     else:
-        client = storage.connect(args.store)
+        client = storage.open_store(args.store)
         where = storage.describe(args.store)
         for name, rows in (("inferences", inferences), ("ground_truth", labels)):
             if rows is None:
@@ -99,6 +133,34 @@ def run(args: argparse.Namespace) -> int:
     if labels is not None:
         print(f"{where}: {labels.num_rows:,} labels of model {args.model} from {args.file} -> ground_truth")
     return 0
+
+
+def _score_columns(given: list[str] | None) -> dict[str, str] | None:
+    """``--score-column`` values as ``{class: column}``; ``{"": column}`` for the one score of a binary model."""
+    if not given:
+        return None
+    out: dict[str, str] = {}
+    for text in given:
+        klass, sep, column = text.partition("=")
+        if not sep:
+            klass, column = "", text
+        if not column or (sep and not klass):
+            raise UserError(f"--score-column {text!r} is not S or CLASS=COLUMN, e.g. approved=p_approved")
+        if klass in out:
+            raise UserError(f"--score-column names class {klass!r} twice" if klass else "--score-column S given twice")
+        out[klass] = column
+    if "" in out and len(out) > 1:
+        raise UserError("give one --score-column S (binary) or one --score-column CLASS=COLUMN per class, not both")
+    return out
+
+
+def _embedder():
+    """The offline text embedder's ``embed`` (UserError naming the extra when it is not installed)."""
+    from driftwarden.collector.processors.text_embedding import MiniLM
+
+    model = MiniLM()
+    model.embed(["driftwarden"])  # load now: a missing model is reported before the file is read
+    return model.embed
 
 
 def _send_to_hub(hub: str, inferences, labels) -> None:

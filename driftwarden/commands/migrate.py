@@ -43,6 +43,12 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number of days, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected at least 1 day, got {value}")
+    from driftwarden.storage.migrate import MAX_RETENTION_DAYS
+
+    if value > MAX_RETENTION_DAYS:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_RETENTION_DAYS} days (ClickHouse dates end in 2106), got {value}"
+        )
     return value
 
 

@@ -68,15 +68,14 @@ def run(args: argparse.Namespace) -> int:
     from driftwarden.detectors.api.reports import NoData, build_report
     from driftwarden.detectors.window import Window
     from driftwarden.errors import UserError
-    from driftwarden.storage.migrate import applied
+    from driftwarden.names import check_model_name
 
+    check_model_name(args.model)
     reference = Window.parse(args.reference, name="--reference")
     current = Window.parse(args.current, name="--current")
     fmt = args.format or ("json" if args.out.lower().endswith(".json") else "html")
     settings = load_settings(args.api_config)
-    client = storage.connect(args.store)
-    if not applied(client):
-        raise UserError(f"the store {storage.describe(args.store)} has no schema yet: run `driftwarden migrate` first")
+    client = storage.open_store(args.store)
     everyone = Principal(name="cli")  # the command line reads the store directly: no token scope applies
     if not queries.model_visible(client, everyone, args.model):
         raise UserError(f"model {args.model!r} has no events in {storage.describe(args.store)}; check --model")

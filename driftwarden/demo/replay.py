@@ -8,6 +8,10 @@ recorded as the event's ``ts``) and ``X-Driftwarden-Event-Id`` (the event's id,
 derived from the hour, chosen here so that the rental count of the hour can be sent later, by id, to
 ``POST /v1/ground-truth``). Ground truth arrives one simulated day after the
 hour ends, as it would from a nightly job.
+
+Once a simulated day the client retries its noon request (``RETRY_HOUR``), as clients do after a
+timeout: the retry is a second event with the same inputs and no label of its own, which gives the
+consistency detector repeated inputs whose answers it can compare.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ HOUR = dt.timedelta(hours=1)
 # events and labels of the first run (ReplacingMergeTree on the id) instead of doubling them.
 EVENT_NAMESPACE = uuid.UUID("5d1f2f0e-8a4b-4c8e-9a57-6c2b1f3e7d10")
 TENSOR = "features"  # the input tensor's name; the collector maps its columns to FEATURES
+RETRY_HOUR = 12  # the hour of each day whose request the client sends twice
 
 
 @dataclass(frozen=True)
@@ -80,10 +85,14 @@ class Replay:
             if stop.is_set():
                 return False
             self._send(moment, [float(v) for v in values], float(label))
+            if moment.hour == RETRY_HOUR:
+                self._send(moment, [float(v) for v in values], None)
         return True
 
-    def _send(self, moment: dt.datetime, values: list[float], label: float) -> None:
-        event_id = str(uuid.uuid5(EVENT_NAMESPACE, f"{MODEL_NAME}/{moment.isoformat()}"))
+    def _send(self, moment: dt.datetime, values: list[float], label: float | None) -> None:
+        """One request; ``label`` None: a retry of the hour's request (its own event id, no label)."""
+        name = f"{MODEL_NAME}/{moment.isoformat()}" + ("" if label is not None else "/retry")
+        event_id = str(uuid.uuid5(EVENT_NAMESPACE, name))
         body = {
             "id": event_id,
             "inputs": [{"name": TENSOR, "shape": [1, len(values)], "datatype": "FP64", "data": [values]}],
@@ -97,7 +106,8 @@ class Replay:
         self.now = moment
         if answer.is_success:
             self.sent += 1
-            self.pending.append(Label(event_id, moment + HOUR, label))
+            if label is not None:
+                self.pending.append(Label(event_id, moment + HOUR, label))
         else:
             self.failed += 1
 

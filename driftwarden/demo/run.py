@@ -36,6 +36,7 @@ from driftwarden.detectors.window import Window
 from driftwarden.errors import UserError
 
 WINDOW = dt.timedelta(days=7)
+REPLAY_SAMPLE = 12  # recorded requests per week that the replay detector re-sends at the end
 ERROR_RISE = 1.5  # announce a week whose MAE is this many times January's (the training month's)
 DRIFT_THRESHOLD = 1.0  # Wasserstein, in reference standard deviations; see docs/demo.md for why
 DEMO_CONFIG = f"""
@@ -134,6 +135,8 @@ def run_demo(options: Options) -> int:
             f"against January"
         )
         finished, interrupted = _replay(platform, hours, status, options, stop, deadline)
+        if finished and not stop.is_set():
+            _replay_check(platform, status)
         summary = _summary(platform.client)
         status.finish()
         _print_summary(status, summary, finished)
@@ -388,6 +391,34 @@ def _window_end(moment: dt.datetime) -> dt.datetime:
     return epoch + dt.timedelta(seconds=-(-elapsed // size) * size)
 
 
+def _replay_check(platform, status: Status) -> None:
+    """After the traffic: the replay detector re-sends a sample of each week's recorded requests through the
+    collector (marked as replays, never counted as traffic) and compares the answers with the recorded ones.
+
+    Run once at the end rather than every week, so that the replayed events never mix with the traffic the
+    demo waits for.
+    """
+    from driftwarden.detectors.config import ReplayConfig, ReproducibilityConfig
+    from driftwarden.detectors.scheduler import Scheduler
+
+    config = platform.config.detectors
+    replay = ReplayConfig(collector_url=platform.addresses.collector_url(0), sample_size=REPLAY_SAMPLE)
+    models = [
+        m.model_copy(
+            update={
+                "reproducibility": ReproducibilityConfig(consistency=True, replay=replay),
+                "detectors": ["replay"],
+            }
+        )
+        for m in config.models
+    ]
+    scheduler = Scheduler(platform.client, config.model_copy(update={"models": models}), platform.exporter)
+    status.say(f"replaying a sample of {REPLAY_SAMPLE} recorded requests per week through the collector ...")
+    for run in scheduler.run_once(_window_end(REPLAY[1])):
+        if run.status == "error":
+            status.say(f"detector replay failed on {run.window}: {run.error}")
+
+
 def _summary(client) -> dict:
     """What the store holds after the replay, by month: events, labels, MAE (computed in ClickHouse)."""
     rows = client.query(
@@ -404,7 +435,19 @@ def _summary(client) -> dict:
         "AND target = 'feature' AND drifted GROUP BY current_start ORDER BY current_start",
         parameters={"m": MODEL_NAME},
     ).result_rows
-    return {"months": rows, "drifted": drifted}
+    reproducibility = client.query(
+        "SELECT kind, sum(checked), sum(mismatches), count() FROM reproducibility_results FINAL "
+        "WHERE model = {m:String} GROUP BY kind ORDER BY kind",
+        parameters={"m": MODEL_NAME},
+    ).result_rows
+    estimated = client.query(
+        "SELECT metric, argMax(estimated, current_start), argMax(realized, current_start), "
+        "argMax(reference_value, current_start), max(current_start), countIf(alert) "
+        "FROM estimated_performance_results FINAL WHERE model = {m:String} AND estimated IS NOT NULL "
+        "GROUP BY metric ORDER BY metric",
+        parameters={"m": MODEL_NAME},
+    ).result_rows
+    return {"months": rows, "drifted": drifted, "reproducibility": reproducibility, "estimated": estimated}
 
 
 def _print_summary(status: Status, summary: dict, finished: bool) -> None:
@@ -419,4 +462,19 @@ def _print_summary(status: Status, summary: dict, finished: bool) -> None:
             status.say(f"  drift in the week from {start:%-d %b}: {', '.join(sorted(features))}")
     else:
         status.say("  no feature drifted in the analysed weeks")
+    for kind, checked, mismatches, windows in summary["reproducibility"]:
+        what = "repeated inputs answered alike" if kind == "consistency" else "recorded requests replayed alike"
+        share = f"{100 * (1 - mismatches / checked):.1f}%" if checked else "-"
+        status.say(
+            f"  reproducibility ({kind}): {share} of {checked:,} {what} in {windows} weeks, {mismatches} differed"
+        )
+    if not summary["reproducibility"]:
+        status.say("  reproducibility: not checked (no repeated or replayed requests)")
+    for metric, estimated, realized, reference, start, alerts in summary["estimated"]:
+        known = f", realized {realized:.1f}" if realized is not None else ", not yet realized"
+        status.say(
+            f"  {metric.upper()} estimated without labels (DLE) for the week from {start:%-d %b}: {estimated:.1f}"
+            f"{known}; January {'-' if reference is None else f'{reference:.1f}'}; "
+            f"{alerts} week(s) outside January's range"
+        )
     status.say("  now: " + status.line())

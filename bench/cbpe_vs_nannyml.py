@@ -1,0 +1,161 @@
+"""CBPE benchmark: driftwarden in the embedded store against NannyML's CBPE, same data, one run.
+
+Data: a binary classifier with calibrated scores (score ~ Beta(0.6, 0.6) in the reference,
+Beta(2, 2) in the analysis period: the model becomes unsure), label ~ Bernoulli(score),
+prediction = score >= 0.5; ``--rows`` predictions in each of the reference and the analysis
+period, spread evenly over ``--days`` days each. Both sides estimate every metric (ROC AUC, F1,
+precision, recall, accuracy) for each day of the analysis period, with thresholds from the
+reference's days.
+
+Timed:
+
+* driftwarden: ``fit_cbpe`` on the reference (SQL aggregates per reference day, a bounded sample
+  for the calibration) and ``estimate_cbpe_windows`` for the analysis days (one pass over their
+  rows, as the scheduler's catch-up and ``driftwarden estimate`` over a range); the rows were inserted before
+  (not timed: ingest is a separate, streaming step);
+* NannyML 0.13.1 ``CBPE(chunk_period="D").fit(reference).estimate(analysis)`` on the frames
+  already in memory.
+
+Estimates must agree within max(3 sampling errors, 0.01) and the alerts must be identical. The
+ratio is NannyML's time over driftwarden's, measured in this run.
+
+    python bench/cbpe_vs_nannyml.py [--rows 1000000] [--days 10] [--store DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ["NML_DISABLE_USAGE_LOGGING"] = "1"  # NannyML's usage analytics: off, nothing leaves the machine
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
+
+from driftwarden import storage  # noqa: E402
+from driftwarden.collector.arrow import GROUND_TRUTH_SCHEMA, SCHEMA  # noqa: E402
+from driftwarden.detectors.estimation.cbpe import METRICS, estimate_cbpe_windows, fit_cbpe  # noqa: E402
+from driftwarden.detectors.window import Window  # noqa: E402
+from driftwarden.storage.migrate import migrate  # noqa: E402
+
+UTC = dt.UTC
+DAY = dt.timedelta(days=1)
+START = dt.datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
+
+
+def frame(rng, n: int, days: int, start: dt.datetime, a: float, offset: int) -> pd.DataFrame:
+    score = rng.beta(a, a, n)
+    seconds = np.arange(n) * (days * 86_400 / n)
+    return pd.DataFrame(
+        {
+            "id": np.arange(offset, offset + n),
+            "timestamp": pd.Timestamp(start.replace(tzinfo=None)) + pd.to_timedelta(seconds, unit="s"),
+            "y_pred_proba": score,
+            "y_pred": (score >= 0.5).astype(int),
+            "y_true": (rng.random(n) < score).astype(int),
+        }
+    )
+
+
+def insert(client, data: pd.DataFrame, labelled: bool) -> None:
+    n = len(data)
+    ids = pa.array([int(i).to_bytes(16, "big") for i in data["id"]], type=pa.binary(16))  # distinct 16-byte event ids
+    ts = pa.array(data["timestamp"].dt.tz_localize("UTC"), type=pa.timestamp("us", tz="UTC"))
+    columns = {
+        "event_id": ids,
+        "ts": ts,
+        "model": pa.array(["bench"] * n),
+        "protocol": pa.array(["ingest"] * n),
+        "prediction": pa.array(data["y_pred_proba"], type=pa.float64()),
+        "prediction_label": pa.array(data["y_pred"].astype(str)),
+    }
+    table = pa.Table.from_arrays(list(columns.values()), schema=pa.schema([SCHEMA.field(c) for c in columns]))
+    for start in range(0, n, 250_000):
+        client.insert_arrow("inferences", table.slice(start, 250_000))
+    if labelled:
+        labels = pa.Table.from_arrays(
+            [ids, pa.array(["bench"] * n), ts, pa.array(data["y_true"].astype(str)), pa.nulls(n, pa.float64())],
+            schema=GROUND_TRUTH_SCHEMA,
+        )
+        for start in range(0, n, 250_000):
+            client.insert_arrow("ground_truth", labels.slice(start, 250_000))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="predictions in each period")
+    parser.add_argument("--days", type=int, default=10, help="days per period (one chunk per day)")
+    parser.add_argument("--store", help="directory of the embedded store (default: a temporary one)")
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(42)
+    reference = frame(rng, args.rows, args.days, START, 0.6, 0)
+    analysis_start = START + args.days * DAY
+    analysis = frame(rng, args.rows, args.days, analysis_start, 2.0, args.rows)
+    path = Path(args.store) if args.store else Path(tempfile.mkdtemp(prefix="cbpe-bench-"))
+    client = storage.connect(f"chdb://{path}")
+    migrate(client, retention_days=3_650)
+    t = time.perf_counter()
+    insert(client, reference, labelled=True)
+    insert(client, analysis, labelled=False)
+    print(f"inserted {2 * args.rows:,} predictions and {args.rows:,} labels in {time.perf_counter() - t:.1f} s")
+
+    t = time.perf_counter()
+    fit = fit_cbpe(client, "bench", Window(START, analysis_start), DAY)
+    fitted = time.perf_counter() - t
+    windows = [Window(analysis_start + d * DAY, analysis_start + (d + 1) * DAY) for d in range(args.days)]
+    ours = {(r.current_start, r.metric): r for r in estimate_cbpe_windows(client, fit, windows)}
+    driftwarden_s = time.perf_counter() - t
+    print(f"driftwarden: fit {fitted:.2f} s, {args.days} windows estimated, total {driftwarden_s:.2f} s")
+
+    import nannyml
+
+    t = time.perf_counter()
+    estimator = nannyml.CBPE(
+        y_pred_proba="y_pred_proba",
+        y_pred="y_pred",
+        y_true="y_true",
+        timestamp_column_name="timestamp",
+        metrics=list(METRICS),
+        chunk_period="D",
+        problem_type="classification_binary",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimator.fit(reference)
+        expected = estimator.estimate(analysis.drop(columns=["y_true"])).filter(period="analysis").to_df()
+    nannyml_s = time.perf_counter() - t
+    print(f"NannyML: {nannyml_s:.2f} s")
+
+    worst, same_alerts, compared = 0.0, True, 0
+    for _, row in expected.iterrows():
+        start = pd.Timestamp(row[("chunk", "start_date")]).tz_localize("UTC").to_pydatetime()
+        for metric in METRICS:
+            r = ours[(start, metric)]
+            tolerance = max(3 * row[(metric, "sampling_error")], 0.01)
+            worst = max(worst, abs(r.estimated - row[(metric, "value")]) / tolerance)
+            same_alerts &= r.alert == bool(row[(metric, "alert")])
+            compared += 1
+    alerts = sum(r.alert for r in ours.values())
+    print(
+        f"{compared} estimates compared: largest difference {worst:.4f} of the tolerance "
+        f"(max(3 sampling errors, 0.01)); alerts identical: {same_alerts} ({alerts} alerts)"
+    )
+    print(f"speed-up: NannyML / driftwarden = {nannyml_s / driftwarden_s:.1f}x")
+    if not args.store:
+        shutil.rmtree(path, ignore_errors=True)
+    return 0 if worst <= 1 and same_alerts else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

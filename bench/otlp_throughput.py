@@ -1,0 +1,211 @@
+"""OTLP/HTTP ingest throughput: GenAI spans per second per core, end to end into the embedded store.
+
+Measured: ``driftwarden api`` in a subprocess with its own embedded store (chdb) receives
+pre-encoded ``ExportTraceServiceRequest`` protobuf bodies on ``POST /v1/traces`` from
+``--clients`` concurrent HTTP clients (httpx, keep-alive) — decoding, mapping spans to LLM
+calls, Arrow, the synchronous insert into ``inferences`` and the GenAI metrics, until the
+200 answer. Each span carries the attributes an instrumented chat call has (operation,
+provider, request and response model, tokens, finish reasons, temperature, max_tokens,
+server address, time to first chunk), no message content.
+
+Printed: spans/s of wall clock; spans per CPU-second of the server process (its utime +
+stime from /proc, chdb's threads included: "per core busy", the figure to compare on a
+machine shared with other jobs); the p50/p99 of one request; and the rows found in the
+store afterwards (every span must be there).
+
+Baseline in the same run and store: ``insert_arrow`` of the same calls, already built as
+Arrow tables of the same size, from this process (what ClickHouse alone costs per row).
+Anchor (published, not measured here): the OpenTelemetry Collector's ClickHouse exporter
+at about 40,000 records/s per core.
+
+    python bench/otlp_throughput.py [--requests 200] [--spans-per-request 500] [--clients 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ANCHOR_RECORDS_PER_CORE = 40_000  # OTel Collector ClickHouse exporter, published figure
+
+
+def build_requests(n_requests: int, spans_per_request: int) -> list[bytes]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    def kv(key: str, value) -> KeyValue:
+        if isinstance(value, list):
+            return KeyValue(
+                key=key, value=AnyValue(array_value=ArrayValue(values=[AnyValue(string_value=v) for v in value]))
+            )
+        if isinstance(value, int):
+            return KeyValue(key=key, value=AnyValue(int_value=value))
+        if isinstance(value, float):
+            return KeyValue(key=key, value=AnyValue(double_value=value))
+        return KeyValue(key=key, value=AnyValue(string_value=value))
+
+    start = time.time_ns() - 3_600_000_000_000
+    bodies = []
+    serial = 0
+    for _ in range(n_requests):
+        request = ExportTraceServiceRequest()
+        resource_spans = request.resource_spans.add()
+        resource_spans.resource.attributes.append(kv("service.name", "bench-agent"))
+        scope = resource_spans.scope_spans.add()
+        for _ in range(spans_per_request):
+            serial += 1
+            scope.spans.append(
+                Span(
+                    trace_id=serial.to_bytes(16, "big"),
+                    span_id=serial.to_bytes(8, "big"),
+                    parent_span_id=(serial + 7).to_bytes(8, "big"),
+                    name="chat llama-3.1-8b",
+                    kind=3,
+                    start_time_unix_nano=start + serial * 1000,
+                    end_time_unix_nano=start + serial * 1000 + 800_000_000,
+                    attributes=[
+                        kv("gen_ai.operation.name", "chat"),
+                        kv("gen_ai.provider.name", "vllm"),
+                        kv("gen_ai.request.model", "llama-3.1-8b"),
+                        kv("gen_ai.response.model", "llama-3.1-8b-instruct"),
+                        kv("gen_ai.usage.input_tokens", 100 + serial % 900),
+                        kv("gen_ai.usage.output_tokens", 10 + serial % 300),
+                        kv("gen_ai.response.finish_reasons", ["stop"]),
+                        kv("gen_ai.request.temperature", 0.7),
+                        kv("gen_ai.request.max_tokens", 512),
+                        kv("server.address", "vllm.internal"),
+                        kv("gen_ai.response.time_to_first_chunk", 0.12),
+                    ],
+                )
+            )
+        bodies.append(request.SerializeToString())
+    return bodies
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_api(store_dir: Path) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "driftwarden", "api", "--listen", "127.0.0.1:0", "--store", f"chdb://{store_dir}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    line = process.stdout.readline()
+    match = re.search(r"listening on (http://[\d.]+:\d+)", line)
+    if not match:
+        process.kill()
+        raise SystemExit(f"driftwarden api did not start: {line!r}")
+    return process, match.group(1)
+
+
+def send_all(url: str, bodies: list[bytes], clients: int) -> tuple[list[float], float]:
+    import httpx
+
+    latencies: list[float] = []
+    lock = threading.Lock()
+    queue = list(reversed(bodies))
+    errors: list[str] = []
+
+    def worker() -> None:
+        with httpx.Client(timeout=120) as client:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    body = queue.pop()
+                started = time.perf_counter()
+                answer = client.post(
+                    url + "/v1/traces", content=body, headers={"content-type": "application/x-protobuf"}
+                )
+                took = time.perf_counter() - started
+                with lock:
+                    latencies.append(took)
+                    if answer.status_code != 200:
+                        errors.append(f"{answer.status_code} {answer.text[:200]}")
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise SystemExit(f"{len(errors)} requests failed, e.g. {errors[0]}")
+    return latencies, time.perf_counter() - started
+
+
+def baseline(store_dir: Path, bodies: list[bytes]) -> tuple[float, float, int]:
+    """insert_arrow of the same calls (mapped here, Arrow built before timing) into a fresh table."""
+    from driftwarden import storage
+    from driftwarden.collector.receivers.otlp import GenAIIngest, _decode_and_map
+
+    client = storage.connect(f"chdb://{store_dir}")
+    stored = client.query("SELECT count() FROM inferences FINAL").result_rows[0][0]
+    client.command("CREATE TABLE baseline_inferences AS inferences")
+    ingest = GenAIIngest()
+    tables = [_decode_and_map(body, False, ingest)[1] for body in bodies]
+    wall, cpu = time.perf_counter(), time.process_time()
+    for table in tables:
+        client.insert_arrow("baseline_inferences", table, settings={"async_insert": 0})
+    return time.perf_counter() - wall, time.process_time() - cpu, stored
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--spans-per-request", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+    spans = args.requests * args.spans_per_request
+    print(f"building {args.requests} requests of {args.spans_per_request} GenAI spans ...", flush=True)
+    bodies = build_requests(args.requests, args.spans_per_request)
+    print(f"  {sum(map(len, bodies)) / spans:.0f} bytes per span (protobuf)")
+    work = Path(tempfile.mkdtemp(prefix="dw-bench-otlp-"))
+    try:
+        process, url = start_api(work / "store")
+        try:
+            send_all(url, bodies[:2], 1)  # warm-up: first insert, imports, connections
+            cpu0 = cpu_seconds(process.pid)
+            latencies, wall = send_all(url, bodies[2:], args.clients)
+            cpu = cpu_seconds(process.pid) - cpu0
+        finally:
+            process.terminate()
+            process.wait(60)
+        measured = spans - 2 * args.spans_per_request
+        base_wall, base_cpu, stored = baseline(work / "store", bodies[2:])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    latencies.sort()
+    p50 = statistics.median(latencies)
+    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
+    per_core = measured / cpu
+    base_per_core = measured / base_cpu
+    print(f"end to end: {measured:,} spans in {wall:.2f} s wall = {measured / wall:,.0f} spans/s")
+    print(f"  server CPU {cpu:.2f} s = {per_core:,.0f} spans per CPU-second (per core busy)")
+    print(f"  request of {args.spans_per_request} spans: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+    print(f"  rows in the store afterwards: {stored:,} (sent {spans:,})")
+    print(f"baseline insert_arrow, same rows and batch size: {measured / base_wall:,.0f} rows/s wall, ")
+    print(f"  {base_per_core:,.0f} rows per CPU-second of this process")
+    print(f"ratio end to end / baseline (per core): {per_core / base_per_core:.2f}")
+    print(
+        f"ratio end to end / anchor (OTel Collector ClickHouse exporter, ~{ANCHOR_RECORDS_PER_CORE:,} records/s/core, "
+        f"published figure): {per_core / ANCHOR_RECORDS_PER_CORE:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""OTLP/HTTP trace receiver: ``POST /v1/traces``, per the OpenTelemetry Protocol specification.
+
+Accepts an ``ExportTraceServiceRequest`` as ``application/x-protobuf`` (binary protobuf) or
+``application/json`` (OTLP/JSON: the protobuf JSON mapping, with trace and span ids as hex
+strings), optionally ``Content-Encoding: gzip``, decoded with the official messages of
+``opentelemetry-proto``. Spans that follow the GenAI semantic conventions are stored as
+language-model calls (``collector.receivers.genai_spans``); other spans are counted only.
+
+Answers, in the content type of the request:
+
+* 200 with an ``ExportTraceServiceResponse``; its ``partial_success`` gives the number of
+  rejected spans and why, when some were (the others are stored);
+* 400 with a ``google.rpc.Status`` for a body that does not decode (truncated protobuf,
+  invalid JSON, a gzip stream that does not inflate); nothing is stored;
+* 413 for a body larger than ``genai.max_request_bytes`` (default 20 MiB, the OpenTelemetry
+  Collector's default), compressed or once decompressed;
+* 415 for another content type (answered in JSON) or content encoding;
+* 503 when the store does not take the calls: the exporter retries later.
+
+Persistence goes through the hub's one ingest function (``collector.ingest``), the same as
+``POST /v1/events``, and is guarded by the same ingest token (``collector.hub_app``). The
+GenAI metrics (``collector.genai_metrics``) are observed once the store took the calls.
+Decoding and mapping run on the thread pool, not on the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import zlib
+from typing import Any
+
+import pyarrow as pa
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from prometheus_client import Counter, Histogram
+
+from driftwarden.collector import arrow
+from driftwarden.collector.genai_config import GenAIConfig
+from driftwarden.collector.genai_metrics import GenAIRecorder
+from driftwarden.collector.ingest import persist
+from driftwarden.collector.metrics import LATENCY_BUCKETS, REGISTRY
+from driftwarden.collector.processors.redaction import Redactor
+from driftwarden.collector.receivers.genai_spans import SpanBatch, SpanMapper
+
+log = logging.getLogger("driftwarden.otlp")
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_RPC_INVALID_ARGUMENT, _RPC_RESOURCE_EXHAUSTED, _RPC_UNAVAILABLE = 3, 8, 14
+
+router = APIRouter(tags=["otlp"])
+
+spans_received = Counter(
+    "driftwarden_otlp_spans",
+    "Spans received on POST /v1/traces, by outcome: stored (GenAI), not_genai (counted only), rejected",
+    ["outcome"],
+    registry=REGISTRY,
+)
+requests_received = Counter(
+    "driftwarden_otlp_requests",
+    "OTLP export requests by HTTP status answered",
+    ["status"],
+    registry=REGISTRY,
+)
+request_duration = Histogram(
+    "driftwarden_otlp_request_duration_seconds",
+    "Time to decode, map and store one OTLP export request",
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+
+
+class GenAIIngest:
+    """What the GenAI receivers of one process share: configuration, redactor, span mapper, metrics recorder."""
+
+    def __init__(self, config: GenAIConfig | None = None) -> None:
+        import os
+
+        from driftwarden.collector.config import RedactionConfig
+
+        self.config = config or GenAIConfig()
+        rc = RedactionConfig.model_validate(self.config.redaction)
+        key = rc.key or os.environ.get("DRIFTWARDEN_REDACTION_KEY") or None
+        self.redactor = Redactor(mode=rc.mode, key=key, fields=rc.fields, rules=rc.rules, patterns=rc.patterns)
+        self.mapper = SpanMapper(self.config, self.redactor)
+        self.recorder = GenAIRecorder(self.config)
+
+
+def genai_ingest(request: Request) -> GenAIIngest:
+    """The app's :class:`GenAIIngest` (``app.state.genai``), made with defaults when the app has none."""
+    state = request.app.state
+    ingest = getattr(state, "genai", None)
+    if ingest is None:
+        ingest = state.genai = GenAIIngest()
+    return ingest
+
+
+class OTLPError(Exception):
+    """An answer other than 200: HTTP status, gRPC status code, message."""
+
+    def __init__(self, http_status: int, rpc_code: int, message: str) -> None:
+        super().__init__(message)
+        self.http_status, self.rpc_code, self.message = http_status, rpc_code, message
+
+
+OTLP_RESPONSES: dict[int | str, dict] = {
+    200: {"description": "ExportTraceServiceResponse; partial_success names rejected spans"},
+    400: {"description": "google.rpc.Status: the body does not decode; nothing was stored"},
+    401: {"description": "the ingest token is required"},
+    413: {"description": "google.rpc.Status: the body is larger than genai.max_request_bytes"},
+    415: {"description": "google.rpc.Status: another content type or content encoding"},
+    503: {"description": "google.rpc.Status: the store did not take the calls; retry later"},
+}
+OTLP_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+            JSON: {"schema": {"type": "object", "description": "OTLP/JSON ExportTraceServiceRequest"}},
+        },
+    }
+}
+
+
+@router.post(
+    "/v1/traces",
+    summary="OTLP/HTTP trace export (protobuf or JSON); GenAI spans become LLM calls",
+    responses=OTLP_RESPONSES,
+    openapi_extra=OTLP_BODY,
+)
+async def post_traces(request: Request) -> Response:
+    started = time.perf_counter()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    as_json = content_type != PROTOBUF  # answers to an unknown content type are JSON, readable by anyone
+    try:
+        if content_type not in (PROTOBUF, JSON):
+            raise OTLPError(
+                415,
+                _RPC_INVALID_ARGUMENT,
+                f"content-type {content_type or '(none)'!r} is not accepted; send {PROTOBUF} or {JSON} (OTLP/HTTP)",
+            )
+        ingest = genai_ingest(request)
+        limit = ingest.config.max_request_bytes
+        body = await read_body(request, limit)
+        batch, table = await run_in_threadpool(_decode_and_map, body, as_json, ingest)
+        if batch.events:
+            await persist(request, "inferences", table)
+            await run_in_threadpool(ingest.recorder.observe, batch.events)
+        spans_received.labels("stored").inc(len(batch.events))
+        spans_received.labels("not_genai").inc(batch.not_genai)
+        spans_received.labels("rejected").inc(batch.rejected)
+        answer = ExportTraceServiceResponse()
+        if batch.rejected:
+            answer.partial_success.rejected_spans = batch.rejected
+            answer.partial_success.error_message = batch.message()
+        status, payload = 200, answer
+    except OTLPError as exc:
+        status, payload = exc.http_status, status_pb2.Status(code=exc.rpc_code, message=exc.message)
+    except HTTPException as exc:  # from the ingest function: the store did not take the batch
+        code = _RPC_UNAVAILABLE if exc.status_code >= 500 else _RPC_INVALID_ARGUMENT
+        status, payload = exc.status_code, status_pb2.Status(code=code, message=str(exc.detail))
+    requests_received.labels(str(status)).inc()
+    request_duration.observe(time.perf_counter() - started)
+    return encode(payload, status, as_json)
+
+
+def encode(message: Any, status: int, as_json: bool) -> Response:
+    """A protobuf message as the response body, in the request's encoding."""
+    if as_json:
+        body = json_format.MessageToJson(message, indent=None).encode()
+        return Response(body, status_code=status, media_type=JSON)
+    return Response(message.SerializeToString(), status_code=status, media_type=PROTOBUF)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, gunzipped when it says so; :class:`OTLPError` 413/415/400 as the specification asks."""
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity", "gzip", "x-gzip"):
+        raise OTLPError(415, _RPC_INVALID_ARGUMENT, f"content-encoding {encoding!r} is not accepted; send gzip or none")
+    too_large = OTLPError(
+        413,
+        _RPC_RESOURCE_EXHAUSTED,
+        f"the request body is larger than {limit} bytes (genai.max_request_bytes); export smaller batches",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if encoding in ("gzip", "x-gzip") and body:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            body = inflater.decompress(body, limit + 1)
+        except zlib.error as exc:
+            raise OTLPError(400, _RPC_INVALID_ARGUMENT, f"the gzip body does not inflate: {exc}") from None
+        if len(body) > limit or inflater.unconsumed_tail:
+            raise OTLPError(
+                413,
+                _RPC_RESOURCE_EXHAUSTED,
+                f"the decompressed body is larger than {limit} bytes (genai.max_request_bytes)",
+            )
+        if not inflater.eof:
+            raise OTLPError(400, _RPC_INVALID_ARGUMENT, "the gzip body is truncated")
+    return body
+
+
+def _decode_and_map(body: bytes, as_json: bool, ingest: GenAIIngest) -> tuple[SpanBatch, pa.Table | None]:
+    """The request's spans as calls (priced) and their Arrow table (None when there are none)."""
+    message = decode_json(body) if as_json else decode_protobuf(body)
+    batch = ingest.mapper.map(message)
+    for event in batch.events:
+        event.cost = ingest.recorder.price(event)
+    return batch, arrow.to_table(batch.events) if batch.events else None
+
+
+def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
+    try:
+        return ExportTraceServiceRequest.FromString(body)
+    except DecodeError as exc:
+        raise OTLPError(
+            400, _RPC_INVALID_ARGUMENT, f"the body is not a valid ExportTraceServiceRequest protobuf ({exc})"
+        ) from None
+
+
+def decode_json(body: bytes) -> ExportTraceServiceRequest:
+    """OTLP/JSON: the protobuf JSON mapping, except that trace and span ids are hex, not base64."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise OTLPError(400, _RPC_INVALID_ARGUMENT, f"the body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise OTLPError(400, _RPC_INVALID_ARGUMENT, "the body must be a JSON object with resourceSpans")
+    for resource_spans in _items(document, "resourceSpans", "resource_spans"):
+        for scope_spans in _items(resource_spans, "scopeSpans", "scope_spans"):
+            for span in _items(scope_spans, "spans"):
+                _hex_ids(span)
+                for link in _items(span, "links"):
+                    _hex_ids(link)
+    try:
+        return json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise OTLPError(
+            400, _RPC_INVALID_ARGUMENT, f"the body is not a valid OTLP/JSON ExportTraceServiceRequest: {exc}"
+        ) from None
+
+
+def _items(parent: Any, *keys: str) -> list:
+    if not isinstance(parent, dict):
+        return []
+    for key in keys:
+        value = parent.get(key)
+        if isinstance(value, list):
+            return value
+    return []
+
+
+def _hex_ids(span: Any) -> None:
+    """Hex ids to the base64 the protobuf JSON mapping expects; an invalid id becomes empty (the span is rejected)."""
+    if not isinstance(span, dict):
+        return
+    for key in ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"):
+        value = span.get(key)
+        if value is None:
+            continue
+        try:
+            raw = bytes.fromhex(value) if isinstance(value, str) else b""
+        except ValueError:
+            raw = b""
+        span[key] = base64.b64encode(raw).decode()

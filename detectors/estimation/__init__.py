@@ -1,0 +1,1 @@
+"""Performance without labels: CBPE for classifiers (:mod:`.cbpe`), DLE for regressors (:mod:`.dle`)."""

@@ -1,0 +1,103 @@
+"""Lean processes: a command imports only what it needs.
+
+Each command runs in a subprocess of its own (a fresh interpreter, so ``sys.modules`` shows what
+that command pulled in) and reports the heavy packages it imported. Durations and memory are
+measured in ``bench/process_footprint.py``, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import ROOT
+
+# Never needed by `--help`, `migrate` or `drift`: the reporting stack, the dataframe and the web stack.
+HEAVY = ("evidently", "pandas", "fastapi", "starlette", "uvicorn", "jinja2", "sklearn", "polars")
+
+RUN = textwrap.dedent(
+    """
+    import json, sys
+    from driftwarden.cli import main
+    try:
+        status = main(sys.argv[1:])
+    except SystemExit as exc:  # --help exits through argparse
+        status = exc.code
+    loaded = sorted({name.split(".")[0] for name in sys.modules})
+    print("MODULES " + json.dumps({"status": status, "modules": loaded}))
+    """
+)
+
+LOAD = textwrap.dedent(
+    """
+    import datetime as dt, sys
+    from driftwarden import storage
+    from tests.drift_data import insert_synthetic
+    client = storage.connect(sys.argv[1], create_database=True)
+    storage.migrate(client, retention_days=20000)
+    start = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+    insert_synthetic(client, "lean", start, 2000, 4, 2, step_us=1_000_000)
+    insert_synthetic(client, "lean", start + dt.timedelta(days=1), 2000, 4, 2, shift=0.5, salt=1, step_us=1_000_000)
+    """
+)
+
+
+def modules_of(*args: str) -> tuple[int, set[str], str]:
+    """Run ``driftwarden ARGS`` in a fresh interpreter: its exit status, the top-level packages it imported,
+    and its output."""
+    result = subprocess.run(
+        [sys.executable, "-c", RUN, *args], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    line = next((x for x in result.stdout.splitlines() if x.startswith("MODULES ")), None)
+    assert line is not None, result.stderr[-2000:]
+    found = json.loads(line.removeprefix("MODULES "))
+    return found["status"], set(found["modules"]), result.stdout
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory) -> str:
+    url = f"chdb://{tmp_path_factory.mktemp('lean')}/store"
+    subprocess.run([sys.executable, "-c", LOAD, url], check=True, cwd=ROOT, timeout=300)
+    return url
+
+
+def test_help_imports_neither_the_store_client_nor_numeric_or_web_packages():
+    status, modules, out = modules_of("--help")
+    assert status == 0
+    assert "drift" in out
+    assert not modules & {*HEAVY, "clickhouse_connect", "chdb", "numpy", "scipy", "pyarrow", "urllib3"}
+
+
+def test_version_is_printed_without_importing_the_store():
+    result = subprocess.run(
+        [sys.executable, "-m", "driftwarden.cli", "--version"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("driftwarden ")
+
+
+@pytest.mark.timeout(600)
+def test_drift_computes_without_evidently_pandas_or_the_web_stack(store_url):
+    reference, current = "2026-01-05..2026-01-06", "2026-01-06..2026-01-07"
+    status, modules, out = modules_of(
+        "drift", "--store", store_url, "--model", "lean", "--reference", reference, "--current", current,
+        "--multivariate", "none",
+    )  # fmt: skip
+    assert status == 0, out
+    assert "dataset: DRIFT" in out  # every numeric feature is shifted by half a standard deviation
+    assert "chdb" in modules  # the embedded store was really opened and queried
+    assert not modules & set(HEAVY)
+
+
+def test_storage_names_resolve_on_first_use():
+    code = (
+        "import sys; from driftwarden import storage; before = 'clickhouse_connect' in sys.modules; "
+        "url = storage.DEFAULT_STORE; light = 'clickhouse_connect' in sys.modules; "
+        "storage.connect; print(before, light, 'clickhouse_connect' in sys.modules, url)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["False", "False", "True", "chdb://driftwarden-data"], result.stderr
