@@ -24,6 +24,8 @@ from grafana_foundation_sdk.models.dashboard import (
 
 from driftwarden.dashboards.datasources import CLICKHOUSE, ClickHouseSql, Format
 from driftwarden.dashboards.variables import (
+    FEATURE,
+    MODEL,
     ROW_REPORT_URL,
     VERSION_FILTER,
     api_url,
@@ -37,7 +39,7 @@ from driftwarden.dashboards.variables import (
 UID = "driftwarden-drift"
 
 # Rows of the selected model and version whose analysed window ends in the time range.
-RESULTS = f"model = '${{model}}' AND {VERSION_FILTER} AND $__timeFilter(current_end)"
+RESULTS = f"model = {MODEL} AND {VERSION_FILTER} AND $__timeFilter(current_end)"
 
 DATASET_SHARE = f"""
     SELECT current_end AS time, model_version, statistic AS drift_share
@@ -95,12 +97,12 @@ DRIFTING_NOW = f"""
 # range count in the first or last bin, as the detectors count them. Categorical: the
 # profile's categories, plus categories the reference never saw, marked "(new)".
 DISTRIBUTION = (
-    """
+    f"""
     WITH
         (
             SELECT (feature_type, bin_edges, bin_counts, categories, category_counts)
             FROM reference_profiles FINAL
-            WHERE model = '${model}' AND feature = '${feature}'
+            WHERE model = {MODEL} AND feature = {FEATURE}
             ORDER BY reference_end DESC, created_at DESC
             LIMIT 1
         ) AS profile,
@@ -125,12 +127,12 @@ DISTRIBUTION = (
                 SELECT greatest(1, least(length(reference_counts), arrayCount(e -> e <= value, edges))) AS bin_of_value
                 FROM
                 (
-                    SELECT num_values[indexOf(num_names, '${feature}')] AS value
+                    SELECT num_values[indexOf(num_names, {FEATURE})] AS value
                     FROM inferences
-                    WHERE model = '${model}' AND """
+                    WHERE model = {MODEL} AND """
     + VERSION_FILTER
-    + """ AND $__timeFilter(ts)
-                      AND NOT is_replay AND has(num_names, '${feature}')
+    + f""" AND $__timeFilter(ts)
+                      AND NOT is_replay AND has(num_names, {FEATURE})
                 )
             )
         )
@@ -151,12 +153,12 @@ DISTRIBUTION = (
         ) AS ref
         FULL OUTER JOIN
         (
-            SELECT cat_values[indexOf(cat_names, '${feature}')] AS bin, count() AS current_count
+            SELECT cat_values[indexOf(cat_names, {FEATURE})] AS bin, count() AS current_count
             FROM inferences
-            WHERE model = '${model}' AND """
+            WHERE model = {MODEL} AND """
     + VERSION_FILTER
-    + """ AND $__timeFilter(ts)
-              AND NOT is_replay AND has(cat_names, '${feature}')
+    + f""" AND $__timeFilter(ts)
+              AND NOT is_replay AND has(cat_names, {FEATURE})
             GROUP BY bin
         ) AS cur USING (bin)
         WHERE kind = 'categorical'

@@ -17,6 +17,8 @@ from grafana_foundation_sdk.models.dashboard import (
 
 from driftwarden.dashboards.datasources import CLICKHOUSE, ClickHouseSql, Format
 from driftwarden.dashboards.variables import (
+    MODEL,
+    VERSION,
     VERSION_FILTER,
     api_url,
     clickhouse_model,
@@ -26,8 +28,8 @@ from driftwarden.dashboards.variables import (
 
 UID = "driftwarden-reproducibility"
 
-TRAFFIC = f"model = '${{model}}' AND {VERSION_FILTER} AND $__timeFilter(ts) AND NOT is_replay"
-RESULTS = f"model = '${{model}}' AND {VERSION_FILTER} AND $__timeFilter(current_end)"
+TRAFFIC = f"model = {MODEL} AND {VERSION_FILTER} AND $__timeFilter(ts) AND NOT is_replay"
+RESULTS = f"model = {MODEL} AND {VERSION_FILTER} AND $__timeFilter(current_end)"
 
 REQUESTS_PER_DIGEST = f"""
     SELECT $__timeInterval(ts) AS time,
@@ -75,24 +77,24 @@ MISMATCH_WINDOWS = f"""
 """
 
 # Replays (sent by the replay detector) whose output differs from the recorded event's.
-REPLAY_MISMATCHES = """
+REPLAY_MISMATCHES = f"""
     SELECT replay.ts AS replayed_at, replay.replay_of AS original_event, original.ts AS original_at,
            original.model_version AS original_version, replay.model_version AS replay_version,
            original.model_digest AS original_digest, replay.model_digest AS replay_digest,
            original.prediction AS original_prediction, replay.prediction AS replay_prediction
     FROM inferences AS replay
     INNER JOIN inferences AS original ON original.event_id = replay.replay_of
-    WHERE replay.model = '${model}' AND replay.is_replay AND $__timeFilter(replay.ts)
-      AND original.model = '${model}' AND replay.output_hash != original.output_hash
-      AND ('${version}' = '__all' OR original.model_version = '${version}')
+    WHERE replay.model = {MODEL} AND replay.is_replay AND $__timeFilter(replay.ts)
+      AND original.model = {MODEL} AND replay.output_hash != original.output_hash
+      AND ({VERSION} = '__all' OR original.model_version = {VERSION})
     ORDER BY replayed_at DESC
     LIMIT 100
 """
 
-DETECTOR_RUNS = """
+DETECTOR_RUNS = f"""
     SELECT started_at, detector, status, duration_ms, results, code_version, input_hash, error
     FROM detector_runs
-    WHERE model = '${model}' AND $__timeFilter(started_at)
+    WHERE model = {MODEL} AND $__timeFilter(started_at)
     ORDER BY started_at DESC
     LIMIT 100
 """

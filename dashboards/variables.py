@@ -15,8 +15,24 @@ from driftwarden.dashboards.datasources import CLICKHOUSE, PROMETHEUS
 ALL_VERSIONS = "__all"
 DEFAULT_API_URL = "http://localhost:8000"
 
+
+def sql_text(variable: str) -> str:
+    """A ClickHouse expression equal to the template variable's value, whatever characters it holds.
+
+    Grafana pastes a variable's value into the SQL as it is, so a model name holding ``'`` or
+    ``\\`` would end the string literal early or be read as an escape. Formatted with
+    ``:percentencode`` (RFC 3986, Grafana's ``encodeURIComponentStrict``), the literal holds only
+    ``A-Z a-z 0-9 - _ . ~ %``, and ClickHouse's ``decodeURLComponent`` gives the value back.
+    """
+    return "decodeURLComponent('${" + variable + ":percentencode}')"
+
+
+MODEL = sql_text("model")
+VERSION = sql_text("version")
+FEATURE = sql_text("feature")
+
 # SQL predicate for the version picker: every version when "All" is chosen.
-VERSION_FILTER = "('${version}' = '" + ALL_VERSIONS + "' OR model_version = '${version}')"
+VERSION_FILTER = f"({VERSION} = '{ALL_VERSIONS}' OR model_version = {VERSION})"
 
 
 def clickhouse_model() -> dash.QueryVariable:
@@ -39,7 +55,7 @@ def clickhouse_version() -> dash.QueryVariable:
         .datasource(CLICKHOUSE)
         .query(
             "SELECT DISTINCT model_version FROM inferences "
-            "WHERE model = '${model}' AND $__timeFilter(ts) ORDER BY model_version"
+            f"WHERE model = {MODEL} AND $__timeFilter(ts) ORDER BY model_version"
         )
         .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(VariableSort.ALPHABETICAL_ASC)
@@ -56,7 +72,7 @@ def clickhouse_feature() -> dash.QueryVariable:
         .datasource(CLICKHOUSE)
         .query(
             "SELECT DISTINCT feature FROM reference_profiles "
-            "WHERE model = '${model}' AND feature_type IN ('numeric', 'categorical') ORDER BY feature"
+            f"WHERE model = {MODEL} AND feature_type IN ('numeric', 'categorical') ORDER BY feature"
         )
         .refresh(VariableRefresh.ON_DASHBOARD_LOAD)
         .sort(VariableSort.ALPHABETICAL_ASC)

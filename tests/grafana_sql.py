@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import urllib.parse
 from dataclasses import dataclass
 
 
@@ -22,7 +23,7 @@ class TimeRange:
 
 
 _MACRO = re.compile(r"\$__(\w+)(?:\(([^()]*)\))?")
-_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+_VARIABLE = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\$(\w+)")
 
 
 def _seconds(t: dt.datetime) -> int:
@@ -66,13 +67,21 @@ def expand_macros(sql: str, time_range: TimeRange) -> str:
 
 
 def substitute_variables(sql: str, variables: dict[str, str]) -> str:
-    """Replace ``$name`` and ``${name}`` with the variable's (single) value, as Grafana does."""
+    """Replace ``$name``, ``${name}`` and ``${name:format}`` with the variable's (single) value, as Grafana does.
+
+    Formats: none or ``raw`` paste the value as it is; ``percentencode`` is Grafana's
+    ``encodeURIComponentStrict``: UTF-8, every byte but ``A-Z a-z 0-9 - _ . ~`` as ``%XX``.
+    """
 
     def one(match: re.Match) -> str:
-        name = match.group(1) or match.group(2)
+        name, fmt = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), None)
         if name not in variables:
             raise KeyError(f"the query uses ${name}, which the test gives no value")
-        return variables[name]
+        if fmt in (None, "raw"):
+            return variables[name]
+        if fmt == "percentencode":
+            return urllib.parse.quote(variables[name], safe="")
+        raise ValueError(f"the test does not implement Grafana's :{fmt} format")
 
     return _VARIABLE.sub(one, sql)
 

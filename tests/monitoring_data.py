@@ -63,7 +63,7 @@ def _version(ts: dt.datetime) -> str:
     return "v1" if ts < SWITCH else "v2"
 
 
-def populate(client) -> Populated:
+def populate(client, model: str = MODEL) -> Populated:
     """Insert traffic and detector results into the migrated store behind ``client``."""
     rows = _rows()
     rng = np.random.default_rng(2011)
@@ -86,7 +86,7 @@ def populate(client) -> Populated:
         predictions[event_id] = (row, prediction)
         upstream = float(rng.lognormal(1.0, 0.4))
         events.append([
-            event_id, row["ts"], MODEL, version, DIGESTS[version], "oip", f"/v2/models/{MODEL}/infer",
+            event_id, row["ts"], model, version, DIGESTS[version], "oip", f"/v2/models/{model}/infer",
             500 if failed else 200, upstream + 0.3, upstream, NUMERIC, values, CATEGORICAL, [row["weathersit"]],
             prediction, _u64(values), _u64(round(prediction, 6)), "upstream_5xx" if failed else "", False, None,
         ])  # fmt: skip
@@ -98,27 +98,27 @@ def populate(client) -> Populated:
         mismatch = i % 4 == 0
         output_hash = original[16] ^ 1 if mismatch else original[16]
         events.append([
-            uuid.UUID(int=_u64("replay", i) << 64 | 2), replay_ts, MODEL, version, DIGESTS[version], "oip",
-            f"/v2/models/{MODEL}/infer", 200, 3.0, 2.7, NUMERIC, original[11], CATEGORICAL, original[13],
+            uuid.UUID(int=_u64("replay", i) << 64 | 2), replay_ts, model, version, DIGESTS[version], "oip",
+            f"/v2/models/{model}/infer", 200, 3.0, 2.7, NUMERIC, original[11], CATEGORICAL, original[13],
             original[14] + (0.5 if mismatch else 0.0), original[15], output_hash, "", True, original[0],
         ])  # fmt: skip
     client.insert("inferences", events, column_names=inference_cols)
 
     client.insert(
         "ground_truth",
-        [[e[0], MODEL, e[1] + dt.timedelta(hours=1), "", float(predictions[e[0]][0]["bikers"])] for e in february],
+        [[e[0], model, e[1] + dt.timedelta(hours=1), "", float(predictions[e[0]][0]["bikers"])] for e in february],
         column_names=["event_id", "model", "ts", "label", "value"],
     )
-    _reference_profiles(client, jan)
-    _results(client, rows, coef, rng)
+    _reference_profiles(client, jan, model)
+    _results(client, rows, coef, rng, model)
     return Populated(
         start=dt.datetime(2011, 1, 1, tzinfo=UTC),
         end=dt.datetime(2011, 3, 1, tzinfo=UTC),
-        variables={"model": MODEL, "version": "__all", "feature": "temp", "api_url": "http://127.0.0.1:8000"},
+        variables={"model": model, "version": "__all", "feature": "temp", "api_url": "http://127.0.0.1:8000"},
     )
 
 
-def _reference_profiles(client, jan: list[dict]) -> None:
+def _reference_profiles(client, jan: list[dict], model: str) -> None:
     ref_start, ref_end = dt.datetime(2011, 1, 1, tzinfo=UTC), dt.datetime(2011, 2, 1, tzinfo=UTC)
     profiles = []
     for name in NUMERIC:
@@ -126,14 +126,14 @@ def _reference_profiles(client, jan: list[dict]) -> None:
         edges = np.unique(np.quantile(values, np.linspace(0, 1, 11)))
         counts, _ = np.histogram(values, bins=edges)
         profiles.append([
-            MODEL, "", name, "numeric", ref_start, ref_end, len(values), 0, len(np.unique(values)),
+            model, "", name, "numeric", ref_start, ref_end, len(values), 0, len(np.unique(values)),
             float(values.mean()), float(values.std()), float(values.min()), float(values.max()),
             edges.tolist(), counts.tolist(), [], [], f"profile-{name}",
         ])  # fmt: skip
     for name in CATEGORICAL:
         cats, counts = np.unique([r[name] for r in jan], return_counts=True)
         profiles.append([
-            MODEL, "", name, "categorical", ref_start, ref_end, len(jan), 0, len(cats),
+            model, "", name, "categorical", ref_start, ref_end, len(jan), 0, len(cats),
             0.0, 0.0, 0.0, 0.0, [], [], cats.tolist(), counts.tolist(), f"profile-{name}",
         ])  # fmt: skip
     client.insert(
@@ -147,7 +147,7 @@ def _reference_profiles(client, jan: list[dict]) -> None:
     )  # fmt: skip
 
 
-def _results(client, rows: list[dict], coef: np.ndarray, rng: np.random.Generator) -> None:
+def _results(client, rows: list[dict], coef: np.ndarray, rng: np.random.Generator, model: str) -> None:
     """Daily February windows: drift per feature (KS p-value), dataset share, prediction drift,
     performance on labels, reproducibility, and the detector runs that wrote them."""
     ref_start, ref_end = dt.datetime(2011, 1, 1, tzinfo=UTC), dt.datetime(2011, 2, 1, tzinfo=UTC)
@@ -165,7 +165,7 @@ def _results(client, rows: list[dict], coef: np.ndarray, rng: np.random.Generato
         version = _version(day)
         run_id = uuid.UUID(int=_u64("run", day.isoformat()))
         common = dict(
-            run_id=run_id, model=MODEL, model_version=version, reference_start=ref_start, reference_end=ref_end,
+            run_id=run_id, model=model, model_version=version, reference_start=ref_start, reference_end=ref_end,
             current_start=day, current_end=end, reference_rows=len(jan), current_rows=len(window),
             code_version="0.1.0", schema_version=1,
         )  # fmt: skip
@@ -194,17 +194,17 @@ def _results(client, rows: list[dict], coef: np.ndarray, rng: np.random.Generato
         ))  # fmt: skip
         errors = predict(window) - np.array([float(r["bikers"]) for r in window])
         for metric, value in (("mae", np.abs(errors).mean()), ("rmse", np.sqrt((errors**2).mean()))):
-            perf.append([run_id, MODEL, version, "regression", metric, float(value), day, end, len(window),
+            perf.append([run_id, model, version, "regression", metric, float(value), day, end, len(window),
                          len(window), "0.1.0", 1, f"perf-{day:%F}"])  # fmt: skip
         for kind in ("consistency", "replay"):
             checked = int(rng.integers(20, 40))
             mismatches = int(rng.integers(0, 3))
-            repro.append([run_id, MODEL, version, DIGESTS[version], kind, day, end, checked, mismatches,
+            repro.append([run_id, model, version, DIGESTS[version], kind, day, end, checked, mismatches,
                           1 - mismatches / checked, 1e-6, json.dumps({"sample": []}), "0.1.0", 1,
                           f"{kind}-{day:%F}"])  # fmt: skip
         for detector in ("drift", "performance", "consistency", "replay"):
             started = end + dt.timedelta(minutes=5)
-            runs.append([uuid.UUID(int=_u64(detector, day.isoformat())), detector, MODEL, started,
+            runs.append([uuid.UUID(int=_u64(detector, day.isoformat())), detector, model, started,
                          started + dt.timedelta(seconds=2), 2000.0, "ok", "", day, end, 7,
                          f"{detector}-{day:%F}", "0.1.0"])  # fmt: skip
         day = end

@@ -181,6 +181,26 @@ def test_clickhouse_panel_query_returns_rows(populated, dashboard, panel, sql):
             assert panel.rsplit(" label=", 1)[1] in result.column_names, result.column_names
 
 
+# Names come from model servers and spans as they are: quotes, backslashes, percent signs.
+AWKWARD_MODEL = 'o\'brien\\bikes "v2" 100%'
+
+
+def test_panel_queries_find_a_model_whose_name_holds_quotes_and_backslashes(engine_dir):
+    client = storage.connect(f"chdb://{engine_dir}?database=dashboards_awkward_name", create_database=True)
+    storage.migrate(client, retention_days=3650)
+    data = populate(client, model=AWKWARD_MODEL)
+    time_range = TimeRange(data.start, data.end, interval_s=3600)
+    for dashboard, panel, sql in CLICKHOUSE_QUERIES:
+        for version, feature in (("__all", "temp"), ("v2", "weathersit")):
+            expanded = expand(sql, time_range, {**data.variables, "version": version, "feature": feature})
+            rows = client.query(expanded).result_rows
+            assert rows, f"{dashboard} / {panel} (version {version}) found nothing for {AWKWARD_MODEL!r}:\n{expanded}"
+    # The value pasted into a quoted literal, as the panels did before, is not even valid SQL.
+    naive = expand("SELECT count() FROM inferences WHERE model = '${model}'", time_range, data.variables)
+    with pytest.raises(Exception, match="Syntax error"):
+        client.query(naive)
+
+
 def _free_port() -> int:
     import socket
 
