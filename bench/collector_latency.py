@@ -7,13 +7,17 @@ server answering a fixed Open Inference Protocol JSON):
 * ``collector``: client -> ``driftwarden collector`` (full capture: OIP
   parsing, hashes, payload sampling at 1.0, redaction, the batching writer
   inserting into an embedded ClickHouse store in the same process) -> upstream;
-* ``nginx``: client -> Debian's nginx (1 worker, upstream keep-alive) -> upstream.
+* ``nginx``: client -> Debian's nginx (1 worker, upstream keep-alive) -> upstream; one worker process
+  because the collector is one process: the comparison is per process.
 
 For each path: latency at fixed open-loop rates (requests are sent on a fixed
-schedule whether or not earlier ones have finished; latency is measured from
-the scheduled send time, so queueing is not hidden), then the added latency
+schedule whether or not earlier ones have finished, so a slow proxy meets a
+queue; latency runs from the write of the request to the last byte of the response), then the added latency
 (p50/p99 of the path minus the direct path's), and the maximum throughput with
-64 concurrent keep-alive connections. The load generator is a minimal HTTP/1.1
+64 concurrent keep-alive connections, with the requests served per CPU-second of the
+proxy's processes (user + system time from /proc, nginx's workers included; for ``direct``
+the upstream's): the cost per request, which a shared machine's load distorts less than
+the rate. The load generator is a minimal HTTP/1.1
 client on uvloop (an asyncio protocol, no HTTP library) so that it costs less
 than what it measures. Ratios are against nginx, measured in the same run.
 
@@ -183,8 +187,11 @@ async def open_loop(port: int, rate: float, seconds: float, warmup: float = 1.0)
     return latencies
 
 
-async def closed_loop(port: int, seconds: float, concurrency: int = 64) -> float:
-    """Completed requests per second with ``concurrency`` connections each sending back to back."""
+async def closed_loop(port: int, seconds: float, concurrency: int = 64) -> tuple[float, int]:
+    """(requests per second, requests served in all) with ``concurrency`` connections sending back to back.
+
+    The rate counts the measured phase only; the total includes the warm-up's requests too, so that it
+    matches the proxy's CPU time read around the whole call (requests per CPU-second)."""
     loop = asyncio.get_running_loop()
     request = _request_bytes(port)
     conns = await _pool(port, concurrency)
@@ -198,6 +205,7 @@ async def closed_loop(port: int, seconds: float, concurrency: int = 64) -> float
             count += 1
 
     await asyncio.gather(*(worker(c) for c in conns[: concurrency // 8]))  # warm-up on a few connections
+    warmup = count
     count = 0
     started = loop.time()
     stop_at = started + seconds
@@ -205,7 +213,7 @@ async def closed_loop(port: int, seconds: float, concurrency: int = 64) -> float
     elapsed = loop.time() - started
     for conn in conns:
         conn.transport.close()  # type: ignore[union-attr]
-    return count / elapsed
+    return count / elapsed, warmup + count
 
 
 # -- the three targets ------------------------------------------------------------------------------
@@ -316,6 +324,22 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and its child processes (nginx's workers)."""
+    total = 0.0
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{p}/task").iterdir():
+                pids.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 # -- reporting ---------------------------------------------------------------------------------------
 
 
@@ -364,6 +388,10 @@ def main() -> None:
         # Rounds interleave the targets, so that a burst of load from elsewhere hits all of them alike;
         # each reported figure is the median over the rounds.
         rounds: dict[str, list[float]] = {name: [] for name in targets}
+        # Requests per CPU-second of the proxy's processes during the throughput runs: the cost per request,
+        # which survives the load of a shared machine better than the rate does (direct: the upstream's).
+        per_cpu: dict[str, list[float]] = {name: [] for name in targets}
+        pids = {name: (proc.pid if proc is not None else upstream.pid) for name, (proc, _) in targets.items()}
         for round_no in range(args.repeat):
             for rate in rates:
                 for name, (_, port) in targets.items():
@@ -374,9 +402,17 @@ def main() -> None:
                         f"p50={_q(lat, 0.5) * 1e3:.3f} ms p99={_q(lat, 0.99) * 1e3:.3f} ms"
                     )
             for name, (_, port) in targets.items():
-                rounds[name].append(uvloop.run(closed_loop(port, args.throughput_seconds)))
-                print(f"  round {round_no + 1}: {name:>9} max throughput: {rounds[name][-1]:,.0f} req/s")
+                cpu_before = _cpu_seconds(pids[name])
+                rate, done = uvloop.run(closed_loop(port, args.throughput_seconds))
+                cpu = _cpu_seconds(pids[name]) - cpu_before
+                rounds[name].append(rate)
+                per_cpu[name].append(done / cpu if cpu > 0 else float("nan"))
+                print(
+                    f"  round {round_no + 1}: {name:>9} max throughput: {rate:,.0f} req/s, "
+                    f"{per_cpu[name][-1]:,.0f} requests per CPU-second of the proxy; load {os.getloadavg()[0]:.2f}"
+                )
         throughput = {name: statistics.median(values) for name, values in rounds.items()}
+        efficiency = {name: statistics.median(values) for name, values in per_cpu.items()}
 
         print()
         print("| path | rate req/s | p50 ms | p99 ms | added p50 ms | added p99 ms |")
@@ -389,11 +425,12 @@ def main() -> None:
                 added = "" if name == "direct" else f"{a50 * 1e3:.3f} | {a99 * 1e3:.3f}"
                 print(f"| {name} | {rate:.0f} | {p50 * 1e3:.3f} | {p99 * 1e3:.3f} | {added or '- | -'} |")
         print()
-        print("| path | max throughput req/s | × nginx |")
-        print("| --- | ---: | ---: |")
+        print("| path | max throughput req/s | × nginx | requests per CPU-second | × nginx |")
+        print("| --- | ---: | ---: | ---: | ---: |")
         for name in targets:
             ratio = f"{throughput[name] / throughput['nginx']:.2f}" if "nginx" in throughput else "n/a"
-            print(f"| {name} | {throughput[name]:,.0f} | {ratio} |")
+            cpu_ratio = f"{efficiency[name] / efficiency['nginx']:.2f}" if "nginx" in efficiency else "n/a"
+            print(f"| {name} | {throughput[name]:,.0f} | {ratio} | {efficiency[name]:,.0f} | {cpu_ratio} |")
         if "nginx" in targets:
             print()
             for rate in rates:

@@ -73,10 +73,18 @@ def frame(client, model: str, window: Window):
     return table.to_pandas()
 
 
+CPU = {}  # CPU seconds of the last timed call (the process's: the embedded engine's threads included)
+
+
 def timed(fn):
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     value = fn()
+    CPU["last"] = time.process_time() - cpu
     return value, time.perf_counter() - start
+
+
+def cpu_and_load() -> str:
+    return f"({CPU['last']:.2f} CPU-s, load average {os.getloadavg()[0]:.1f})"
 
 
 def compare(report, expected: dict) -> list:
@@ -107,14 +115,16 @@ def main() -> int:
         (reference, current), t_load = timed(lambda: load(client, "bench", args.rows, 5))
         print(f"  generated in ClickHouse in {t_load:.1f} s")
         first, t_first = timed(lambda: compute_drift(client, "bench", reference, current))
+        first_cpu = cpu_and_load()
         second, t_second = timed(lambda: compute_drift(client, "bench", reference, current))
+        second_cpu = cpu_and_load()
         assert second.input_hash == first.input_hash
         methods = sorted({f.method for f in first.features})
         paths = sorted({f.details.get("computation", "counts") for f in first.features})
         bound = max(f.details.get("error_bound", 0.0) for f in first.features)
-        print(f"  driftwarden, profiles built:  {t_first:8.2f} s   methods {methods}, paths {paths}")
+        print(f"  driftwarden, profiles built:  {t_first:8.2f} s {first_cpu}  methods {methods}, paths {paths}")
         print(f"  largest reported error bound of a statistic: {bound:.2e}")
-        print(f"  driftwarden, profiles reused: {t_second:8.2f} s")
+        print(f"  driftwarden, profiles reused: {t_second:8.2f} s {second_cpu}")
         print(f"  drifted: {first.drifted_features} (dataset drift {first.dataset_drifted})")
         if not args.skip_evidently:
             (ref_df, cur_df), t_read = timed(
@@ -138,9 +148,9 @@ def main() -> int:
             (reference, current), t_load = timed(lambda: load(client, "big", args.big_rows, 10))
             print(f"  generated in ClickHouse in {t_load:.1f} s")
             big, t_big = timed(lambda: compute_drift(client, "big", reference, current))
+            print(f"  driftwarden, profiles built:  {t_big:8.2f} s {cpu_and_load()}")
             _, t_big2 = timed(lambda: compute_drift(client, "big", reference, current))
-            print(f"  driftwarden, profiles built:  {t_big:8.2f} s")
-            print(f"  driftwarden, profiles reused: {t_big2:8.2f} s")
+            print(f"  driftwarden, profiles reused: {t_big2:8.2f} s {cpu_and_load()}")
             print(f"  drifted: {big.drifted_features}")
     finally:
         if not args.store:

@@ -11,9 +11,10 @@ resident memory is its own:
 * Evidently ``Report([DataDriftPreset()])`` on the same rows, read from Parquet files written
   from the store before (not timed).
 
-Printed per count: seconds and peak RSS of each, the ratio Evidently / driftwarden (first run)
-and whether the drifted features are the same. ``--evidently-max`` skips Evidently above that
-many features (at 500 it takes minutes; at 2,000 it would take about half an hour).
+Printed per count: wall seconds, CPU seconds (of the whole process: the embedded engine's threads
+included) and peak RSS of each, the ratios Evidently / driftwarden (first run) of both, whether the
+drifted features are the same, and the load average at the end of each run. ``--evidently-max``
+skips Evidently above that many features (at 500 it takes minutes; at 2,000 it would take about half an hour).
 
     python bench/drift_wide.py [--features 25,100,500,2000] [--rows 100000] [--evidently-max 500]
 """
@@ -62,7 +63,7 @@ GENERATE = textwrap.dedent(
 
 DRIFTWARDEN = textwrap.dedent(
     """
-    import datetime as dt, json, resource, sys, time
+    import datetime as dt, json, os, resource, sys, time
     from driftwarden import storage
     from driftwarden.detectors.drift import compute_drift
     from driftwarden.detectors.window import Window
@@ -71,15 +72,17 @@ DRIFTWARDEN = textwrap.dedent(
     day = dt.timedelta(days=1)
     reference, current = Window(start, start + day), Window(start + day, start + 2 * day)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()  # process time counts the embedded engine's threads too
     first = compute_drift(client, "wide", reference, current)
-    t_first = time.perf_counter() - t
+    t_first, c_first = time.perf_counter() - t, time.process_time() - c
     peak_first = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t = time.perf_counter()
+    load = os.getloadavg()[0]
+    t, c = time.perf_counter(), time.process_time()
     compute_drift(client, "wide", reference, current)
-    t_second = time.perf_counter() - t
+    t_second, c_second = time.perf_counter() - t, time.process_time() - c
     print("RESULT " + json.dumps({
-        "first": t_first, "second": t_second, "peak_mb": peak_first / 1024, "base_mb": base / 1024,
+        "first": t_first, "second": t_second, "cpu_first": c_first, "cpu_second": c_second, "load": load,
+        "peak_mb": peak_first / 1024, "base_mb": base / 1024,
         "peak_after_second_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "drifted": sorted(first.drifted_features), "methods": sorted({f.method for f in first.features}),
         "paths": sorted({f.details.get("computation", "") for f in first.features}),
@@ -90,17 +93,18 @@ DRIFTWARDEN = textwrap.dedent(
 
 EVIDENTLY = textwrap.dedent(
     """
-    import json, resource, sys, time
+    import json, os, resource, sys, time
     import pandas as pd
     from tests.drift_data import evidently_drift
     reference = pd.read_parquet(sys.argv[1] + "/reference.parquet")
     current = pd.read_parquet(sys.argv[1] + "/current.parquet")
     numeric = list(reference.columns)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     verdicts, share = evidently_drift(reference, current, numeric, [])
-    elapsed = time.perf_counter() - t
+    elapsed, cpu = time.perf_counter() - t, time.process_time() - c
     print("RESULT " + json.dumps({
-        "seconds": elapsed, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "seconds": elapsed, "cpu": cpu, "load": os.getloadavg()[0],
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "drifted": sorted(c for c, (_, _, drifted) in verdicts.items() if drifted),
         "methods": sorted({m for m, _, _ in verdicts.values()}),
     }))
@@ -128,10 +132,10 @@ def main() -> int:
     counts = [int(x) for x in args.features.split(",")]
     print(f"{args.rows:,} vs {args.rows:,} events, numeric features; each measurement in a fresh process")
     print(
-        "| features | driftwarden first run s | peak RSS MB | profiles reused s | Evidently s | Evidently peak MB "
-        "| × Evidently (first run) | same drifted features |"
+        "| features | driftwarden first run s (CPU-s) | peak RSS MB | profiles reused s (CPU-s) | Evidently s (CPU-s) "
+        "| Evidently peak MB | × Evidently (first run, wall / CPU) | same drifted features | load |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
     for n in counts:
         directory = tempfile.mkdtemp(prefix=f"dw-bench-wide-{n}-")
         try:
@@ -139,13 +143,14 @@ def main() -> int:
             run(GENERATE, f"chdb://{directory}/store", str(n), str(args.rows), directory if with_evidently else "")
             dw = run(DRIFTWARDEN, f"chdb://{directory}/store")
             ev = run(EVIDENTLY, directory) if with_evidently else None
-            ratio = f"{ev['seconds'] / dw['first']:.1f}×" if ev else "not run"
+            ratio = f"{ev['seconds'] / dw['first']:.1f}× / {ev['cpu'] / dw['cpu_first']:.1f}×" if ev else "not run"
             same = (dw["drifted"] == ev["drifted"]) if ev else "–"
-            ev_s = f"{ev['seconds']:.1f}" if ev else "not run"
+            ev_s = f"{ev['seconds']:.1f} ({ev['cpu']:.1f})" if ev else "not run"
             ev_mb = f"{ev['peak_mb']:.0f}" if ev else "–"
+            load = f"{dw['load']:.1f}" + (f" / {ev['load']:.1f}" if ev else "")
             print(
-                f"| {n:,} | {dw['first']:.2f} | {dw['peak_mb']:.0f} | {dw['second']:.2f} | {ev_s} | {ev_mb} "
-                f"| {ratio} | {same} |",
+                f"| {n:,} | {dw['first']:.2f} ({dw['cpu_first']:.1f}) | {dw['peak_mb']:.0f} "
+                f"| {dw['second']:.2f} ({dw['cpu_second']:.1f}) | {ev_s} | {ev_mb} | {ratio} | {same} | {load} |",
                 flush=True,
             )
             detail = {k: dw[k] for k in ("base_mb", "peak_after_second_mb", "methods", "paths", "bound")}

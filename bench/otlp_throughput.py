@@ -10,15 +10,17 @@ server address, time to first chunk), no message content.
 
 Printed: spans/s of wall clock; spans per CPU-second of the server process (its utime +
 stime from /proc, chdb's threads included: "per core busy", the figure to compare on a
-machine shared with other jobs); the p50/p99 of one request; and the rows found in the
-store afterwards (every span must be there).
+machine shared with other jobs); the p50/p99 of one request; the rows found in the store
+afterwards (every span must be there); the load average before and after. With ``--rate``
+the clients together offer that many spans per second (paced), to read the p99 at a given load.
 
 Baseline in the same run and store: ``insert_arrow`` of the same calls, already built as
-Arrow tables of the same size, from this process (what ClickHouse alone costs per row).
-Anchor (published, not measured here): the OpenTelemetry Collector's ClickHouse exporter
-at about 40,000 records/s per core.
+Arrow tables of one request each, from this process (what ClickHouse alone costs per row at
+that batch size); and the receiver's own Python work per span (decode, map to columns and
+Arrow, metrics), timed in this process on the same bodies. Anchor (published, not measured
+here): the OpenTelemetry Collector's ClickHouse exporter at about 40,000 records/s per core.
 
-    python bench/otlp_throughput.py [--requests 200] [--spans-per-request 500] [--clients 4]
+    python bench/otlp_throughput.py [--requests 200] [--spans-per-request 500] [--clients 4] [--rate 0]
 """
 
 from __future__ import annotations
@@ -112,7 +114,8 @@ def start_api(store_dir: Path) -> tuple[subprocess.Popen, str]:
     return process, match.group(1)
 
 
-def send_all(url: str, bodies: list[bytes], clients: int) -> tuple[list[float], float]:
+def send_all(url: str, bodies: list[bytes], clients: int, interval: float = 0.0) -> tuple[list[float], float]:
+    """Every body posted by ``clients`` threads; with ``interval``, each sends at most one every ``interval`` s."""
     import httpx
 
     latencies: list[float] = []
@@ -121,12 +124,16 @@ def send_all(url: str, bodies: list[bytes], clients: int) -> tuple[list[float], 
     errors: list[str] = []
 
     def worker() -> None:
+        next_send = time.perf_counter()
         with httpx.Client(timeout=120) as client:
             while True:
                 with lock:
                     if not queue:
                         return
                     body = queue.pop()
+                if interval:
+                    time.sleep(max(0.0, next_send - time.perf_counter()))
+                    next_send += interval
                 started = time.perf_counter()
                 answer = client.post(
                     url + "/v1/traces", content=body, headers={"content-type": "application/x-protobuf"}
@@ -148,8 +155,9 @@ def send_all(url: str, bodies: list[bytes], clients: int) -> tuple[list[float], 
     return latencies, time.perf_counter() - started
 
 
-def baseline(store_dir: Path, bodies: list[bytes]) -> tuple[float, float, int]:
-    """insert_arrow of the same calls (mapped here, Arrow built before timing) into a fresh table."""
+def baseline(store_dir: Path, bodies: list[bytes]) -> tuple[float, float, int, float]:
+    """insert_arrow of the same calls (mapped here, Arrow built before timing) into a fresh table; and the
+    receiver's Python CPU per span (decode, map, Arrow, metrics) on the same bodies."""
     from driftwarden import storage
     from driftwarden.collector.receivers.otlp import GenAIIngest, _decode_and_map
 
@@ -157,11 +165,15 @@ def baseline(store_dir: Path, bodies: list[bytes]) -> tuple[float, float, int]:
     stored = client.query("SELECT count() FROM inferences FINAL").result_rows[0][0]
     client.command("CREATE TABLE baseline_inferences AS inferences")
     ingest = GenAIIngest()
-    tables = [_decode_and_map(body, False, ingest)[1] for body in bodies]
+    cpu = time.process_time()
+    batches = [_decode_and_map(body, False, ingest) for body in bodies]
+    for batch in batches:
+        ingest.recorder.observe_calls(batch.calls)
+    python_cpu = (time.process_time() - cpu) / sum(batch.stored for batch in batches)
     wall, cpu = time.perf_counter(), time.process_time()
-    for table in tables:
-        client.insert_arrow("baseline_inferences", table, settings={"async_insert": 0})
-    return time.perf_counter() - wall, time.process_time() - cpu, stored
+    for batch in batches:
+        client.insert_arrow("baseline_inferences", batch.table, settings={"async_insert": 0})
+    return time.perf_counter() - wall, time.process_time() - cpu, stored, python_cpu
 
 
 def main() -> None:
@@ -169,7 +181,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--spans-per-request", type=int, default=500)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=0, help="offered spans/s of all clients together (0: no pacing)")
     args = parser.parse_args()
+    interval = args.clients * args.spans_per_request / args.rate if args.rate else 0.0
     spans = args.requests * args.spans_per_request
     print(f"building {args.requests} requests of {args.spans_per_request} GenAI spans ...", flush=True)
     bodies = build_requests(args.requests, args.spans_per_request)
@@ -179,14 +193,16 @@ def main() -> None:
         process, url = start_api(work / "store")
         try:
             send_all(url, bodies[:2], 1)  # warm-up: first insert, imports, connections
+            load_before = os.getloadavg()
             cpu0 = cpu_seconds(process.pid)
-            latencies, wall = send_all(url, bodies[2:], args.clients)
+            latencies, wall = send_all(url, bodies[2:], args.clients, interval)
             cpu = cpu_seconds(process.pid) - cpu0
+            load_after = os.getloadavg()
         finally:
             process.terminate()
             process.wait(60)
         measured = spans - 2 * args.spans_per_request
-        base_wall, base_cpu, stored = baseline(work / "store", bodies[2:])
+        base_wall, base_cpu, stored, python_cpu = baseline(work / "store", bodies[2:])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     latencies.sort()
@@ -194,12 +210,15 @@ def main() -> None:
     p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
     per_core = measured / cpu
     base_per_core = measured / base_cpu
+    offered = f"offered {args.rate:,.0f} spans/s" if args.rate else "as fast as answered"
+    print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} (2 cores); {offered}")
     print(f"end to end: {measured:,} spans in {wall:.2f} s wall = {measured / wall:,.0f} spans/s")
     print(f"  server CPU {cpu:.2f} s = {per_core:,.0f} spans per CPU-second (per core busy)")
     print(f"  request of {args.spans_per_request} spans: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
     print(f"  rows in the store afterwards: {stored:,} (sent {spans:,})")
     print(f"baseline insert_arrow, same rows and batch size: {measured / base_wall:,.0f} rows/s wall, ")
     print(f"  {base_per_core:,.0f} rows per CPU-second of this process")
+    print(f"receiver's Python work (decode, map, Arrow, metrics), this process: {python_cpu * 1e6:.1f} µs CPU per span")
     print(f"ratio end to end / baseline (per core): {per_core / base_per_core:.2f}")
     print(
         f"ratio end to end / anchor (OTel Collector ClickHouse exporter, ~{ANCHOR_RECORDS_PER_CORE:,} records/s/core, "

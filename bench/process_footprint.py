@@ -4,7 +4,8 @@ Anchors measured in the same run:
 
 * start-up: a bare ``python -c pass`` of the same interpreter (median of ``--repeat`` runs each);
 * memory: a process that only opens the embedded store and runs ``SELECT 1`` — the floor of any
-  command that reads an embedded store (the chdb engine is a 550 MB library).
+  command that reads an embedded store (the chdb engine is a 550 MB library); its resident memory is
+  printed split into mapped-file pages (the library's code the engine touched) and anonymous memory.
 
 ``driftwarden drift`` runs on 2,000 vs 2,000 events of 5 numeric and 2 categorical features with
 ``--multivariate none`` (the per-feature drift of this benchmark; the multivariate methods load
@@ -40,6 +41,11 @@ LOAD = textwrap.dedent(
     """
 )
 OPEN_ONLY = "import sys; from driftwarden import storage; storage.connect(sys.argv[1]).query('SELECT 1')"
+# Resident memory split into pages of mapped files (the engine's library code) and anonymous memory (its heap)
+RSS_SPLIT = (
+    "status = dict(line.split(':', 1) for line in open('/proc/self/status')); "
+    "print(', '.join(f'{k} {int(status[k].split()[0]) / 1024:.0f} MB' for k in ('VmRSS', 'RssFile', 'RssAnon')))"
+)
 PEAK = textwrap.dedent(
     """
     import resource, runpy, sys
@@ -90,6 +96,11 @@ def main() -> int:
             cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
         )  # fmt: skip
         floor = float(code.stdout.split()[-1])
+        split = subprocess.run(
+            [sys.executable, "-c", OPEN_ONLY + "; " + RSS_SPLIT, url],
+            cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+        ).stdout.strip()  # fmt: skip
+        print(f"the anchor's resident memory after SELECT 1: {split}")
         drift = ["drift", "--store", url, "--model", "small", "--reference", "2026-01-05..2026-01-06"]
         drift += ["--current", "2026-01-06..2026-01-07"]
         lean = peak_mb("driftwarden.cli", *drift, "--multivariate", "none")

@@ -279,7 +279,7 @@ SYNCHRONOUS_INSERT = {"async_insert": 0}
 from ClickHouse's asynchronous-insert buffer (which a kill of the server process would lose)."""
 
 
-async def persist(request: Request, table_name: str, table: pa.Table) -> int:
+async def persist(request: Request, table_name: str, table: pa.Table, *, coalesce: bool = False) -> int:
     """Store ``table`` into ``table_name``; returns its row count once the rows survive a kill of this process.
 
     The one write path of every ingest endpoint that answers 2xx (``/v1/events``, ``/v1/ground-truth``,
@@ -290,8 +290,17 @@ async def persist(request: Request, table_name: str, table: pa.Table) -> int:
     ``fsync_after_insert``, off by default). A store that fails raises ``HTTPException(503)``: nothing
     was stored, and the sender retries (the collector's writer spools the batch meanwhile).
     Runs the insert on the thread pool; ``store_lock`` serialises use of the client.
+
+    With ``coalesce``, tables of the same columns that wait for the store at the same moment are
+    written as one insert (a group commit: see :func:`_insert_coalesced`), and each caller returns
+    once that insert did. An insert has a fixed cost in ClickHouse of about 20 ms of CPU in the
+    embedded store, whatever its size (BENCHMARKS.md), so concurrent small requests are much
+    cheaper together. Only for rows that the table deduplicates by key (``POST /v1/traces``: event
+    ids derived from trace and span ids); ``/v1/events`` keeps one insert per batch, whose block
+    hash also drops a batch re-sent whole (``non_replicated_deduplication_window``).
     """
-    await run_in_threadpool(_insert, request.app.state.store, table_name, table)
+    insert = _insert_coalesced if coalesce else _insert
+    await run_in_threadpool(insert, request.app.state.store, table_name, table)
     return table.num_rows
 
 
@@ -301,7 +310,70 @@ def _insert(client, table_name: str, table: pa.Table) -> None:
             client.insert_arrow(table_name, table, settings=SYNCHRONOUS_INSERT)
     except Exception as exc:
         log.exception("inserting %d rows into %s failed", table.num_rows, table_name)
-        raise HTTPException(503, f"the store did not take the batch ({_first_line(exc)}); retry later") from None
+        raise _unavailable(exc) from None
+
+
+def _unavailable(exc: BaseException) -> HTTPException:
+    return HTTPException(503, f"the store did not take the batch ({_first_line(exc)}); retry later")
+
+
+COALESCE_MAX_ROWS = 50_000
+"""Largest insert that :func:`_insert_coalesced` builds from waiting tables (its own table may be larger)."""
+
+
+class _Waiting:
+    """A table waiting in :func:`_insert_coalesced`; ``done`` and ``error`` are set by whoever inserted it."""
+
+    __slots__ = ("client", "table_name", "table", "done", "error")
+
+    def __init__(self, client, table_name: str, table: pa.Table) -> None:
+        self.client, self.table_name, self.table = client, table_name, table
+        self.done = False
+        self.error: BaseException | None = None
+
+
+_waiting: list[_Waiting] = []
+_waiting_lock = threading.Lock()
+
+
+def _insert_coalesced(client, table_name: str, table: pa.Table) -> None:
+    """Insert ``table``, together with the tables of the same client, target and columns that wait meanwhile.
+
+    Group commit: each caller queues its table, then takes ``store_lock``; whoever holds it
+    inserts every compatible waiting table (its own first, then in arrival order, up to
+    ``COALESCE_MAX_ROWS`` rows) as one synchronous insert and marks them done, or failed with the
+    insert's error. A caller whose table was inserted by another returns at once. Every caller
+    returns only after an insert holding its rows returned (or raises 503 when it failed), so
+    the durability of :func:`persist` is unchanged.
+    """
+    mine = _Waiting(client, table_name, table)
+    with _waiting_lock:
+        _waiting.append(mine)
+    with store_lock:
+        if not mine.done:
+            with _waiting_lock:
+                group, rows = [mine], table.num_rows
+                for other in _waiting:
+                    if other is mine or other.client is not client or other.table_name != table_name:
+                        continue
+                    if rows + other.table.num_rows > COALESCE_MAX_ROWS or not other.table.schema.equals(table.schema):
+                        continue
+                    group.append(other)
+                    rows += other.table.num_rows
+                taken = set(map(id, group))
+                _waiting[:] = [w for w in _waiting if id(w) not in taken]
+            combined = table if len(group) == 1 else pa.concat_tables([w.table for w in group])
+            try:
+                client.insert_arrow(table_name, combined, settings=SYNCHRONOUS_INSERT)
+            except Exception as exc:
+                log.exception("inserting %d rows into %s failed", combined.num_rows, table_name)
+                for waiting in group:
+                    waiting.error = exc
+            finally:
+                for waiting in group:
+                    waiting.done = True
+    if mine.error is not None:
+        raise _unavailable(mine.error) from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -16,7 +16,12 @@ Signals, each read from the latest analysed window of its result table (aggregat
 * **latency SLO** (``latency_results``): bad when the attainment is below the objective;
 * **reproducibility** (``reproducibility_results``): bad below ``REPRODUCIBILITY_BAD`` (the
   ReproducibilityDrop alert's threshold), warn below 1;
-* **detector runs** (``detector_runs``): warn when the latest run of a detector failed.
+* **detector runs** (``detector_runs``): warn when the latest run of a detector failed;
+* **alerts firing** (the configured Alertmanager's ``GET /api/v2/alerts``, filtered on the ``model``
+  label, active alerts only — neither silenced nor inhibited; or Prometheus's ``GET /api/v1/alerts``,
+  state ``firing``), read with a short timeout: bad while an alert of the model fires (warn for
+  ``severity`` info/none), warn when the alert source did not answer, and "alerts: not configured"
+  (state unknown, never green) when no source is configured. Only the configured URL is contacted.
 
 The model's state is the worst signal's (bad > warn > ok > unknown), so it is never green while a
 signal is red; the reason joins the words of the bad signals (else the warning ones), e.g.
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,10 +119,91 @@ def _tables(client: Client) -> set[str]:
     return {r[0] for r in client.query("SELECT name FROM system.tables WHERE database = currentDatabase()").result_rows}
 
 
+@dataclass(frozen=True)
+class AlertSource:
+    """Where the firing alerts are read: an Alertmanager (``kind`` alertmanager) or a Prometheus server."""
+
+    url: str
+    kind: str = "alertmanager"  # alertmanager | prometheus
+    timeout: float = 1.0  # seconds: the page must not wait on a slow monitoring system
+
+
+NOT_CONFIGURED = "alerts: not configured"
+QUIET_SEVERITIES = ("info", "none")
+
+
+def firing_alerts(source: AlertSource, models: Sequence[str]) -> dict[str, list[dict]]:
+    """The active alerts of ``models`` (label sets), by model; raises ``httpx.HTTPError`` when unanswered."""
+    import httpx
+
+    wanted = sorted(set(models))
+    if source.kind == "prometheus":
+        response = httpx.get(f"{source.url.rstrip('/')}/api/v1/alerts", timeout=source.timeout)
+        response.raise_for_status()
+        found = [
+            a.get("labels", {}) for a in response.json().get("data", {}).get("alerts", []) if a.get("state") == "firing"
+        ]
+    else:
+        model_filter = (
+            f'model="{wanted[0]}"' if len(wanted) == 1 else f'model=~"{"|".join(re.escape(m) for m in wanted)}"'
+        )
+        response = httpx.get(
+            f"{source.url.rstrip('/')}/api/v2/alerts",
+            params={"active": "true", "silenced": "false", "inhibited": "false", "filter": model_filter},
+            timeout=source.timeout,
+        )
+        response.raise_for_status()
+        found = [a.get("labels", {}) for a in response.json() if a.get("status", {}).get("state") == "active"]
+    out: dict[str, list[dict]] = {m: [] for m in wanted}
+    for labels in found:
+        if labels.get("model") in out:
+            out[labels["model"]].append(labels)
+    return out
+
+
+def _alerts(source: AlertSource | None, models: Sequence[str]):
+    if source is None:
+        for model in models:
+            yield model, Signal("alerts firing", "unknown", NOT_CONFIGURED)
+        return
+    import httpx
+
+    where = f"{'Prometheus' if source.kind == 'prometheus' else 'Alertmanager'} at {source.url}"
+    try:
+        firing = firing_alerts(source, models)
+    except (httpx.HTTPError, ValueError) as exc:
+        reason = f"alerts: {where} did not answer within {source.timeout:g}s ({type(exc).__name__})"
+        for model in models:
+            yield model, Signal("alerts firing", "warn", reason, threshold="none firing")
+        return
+    for model in models:
+        alerts = firing.get(model, [])
+        if not alerts:
+            yield model, Signal("alerts firing", "ok", f"no alert firing ({where})", 0.0, threshold="none firing")
+            continue
+        names = sorted({a.get("alertname", "?") + (f" ({a['feature']})" if a.get("feature") else "") for a in alerts})
+        loud = [a for a in alerts if a.get("severity", "warning") not in QUIET_SEVERITIES]
+        shown = _and(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        reason = f"{shown} firing"
+        yield (
+            model,
+            Signal("alerts firing", "bad" if loud else "warn", reason, float(len(alerts)), None, None, "none firing"),
+        )
+
+
 def models_health(
-    client: Client, models: Sequence[str], *, where: str = "1", params: dict | None = None
+    client: Client,
+    models: Sequence[str],
+    *,
+    where: str = "1",
+    params: dict | None = None,
+    alerts: AlertSource | None = None,
+    with_alerts: bool = False,
 ) -> dict[str, Health]:
-    """The health of each model in ``models``; ``where``/``params`` scope every query (the API's token)."""
+    """The health of each model in ``models``; ``where``/``params`` scope every query (the API's token).
+
+    With ``with_alerts`` the firing alerts of ``alerts`` are a signal too ("alerts: not configured" when
+    ``alerts`` is None)."""
     models = sorted(set(models))
     out = {m: Health(m) for m in models}
     if not models:
@@ -152,14 +239,25 @@ def models_health(
         signals[sig_model].append(sig)
     for sig_model, sig in _runs(client, scope, p):
         signals[sig_model].append(sig)
+    if with_alerts:
+        for sig_model, sig in _alerts(alerts, models):
+            signals[sig_model].append(sig)
     for model, found in signals.items():
         out[model] = summarise(model, found)
     return out
 
 
-def model_health(client: Client, model: str, *, where: str = "1", params: dict | None = None) -> Health:
+def model_health(
+    client: Client,
+    model: str,
+    *,
+    where: str = "1",
+    params: dict | None = None,
+    alerts: AlertSource | None = None,
+    with_alerts: bool = False,
+) -> Health:
     """The health of one model."""
-    return models_health(client, [model], where=where, params=params)[model]
+    return models_health(client, [model], where=where, params=params, alerts=alerts, with_alerts=with_alerts)[model]
 
 
 def summarise(model: str, signals: list[Signal]) -> Health:
@@ -173,6 +271,8 @@ def summarise(model: str, signals: list[Signal]) -> Health:
         reason = "no detector results yet"
     else:
         reason = "; ".join(s.reason for s in signals if s.state == state and s.reason)
+    if state in ("ok", "unknown") and any(s.reason == NOT_CONFIGURED for s in signals):
+        reason += f" ({NOT_CONFIGURED})"  # green only as far as driftwarden can see
     return Health(model, state, reason, signals)
 
 

@@ -319,8 +319,29 @@ class Scheduler:
         return written
 
     def _estimated_performance(self, model: ModelConfig, window: Window) -> int:
-        from driftwarden.detectors.estimation.estimator import estimate, fit_estimator
+        from driftwarden.detectors.estimation.estimator import estimate
         from driftwarden.detectors.estimation.results import write_estimates
+
+        results = estimate(self.client, self._estimator(model, window), window)
+        written = write_estimates(self.client, results)
+        self.exporter.observe_estimates(results)
+        return written
+
+    def _segment_estimator(self, model: ModelConfig, window: Window):
+        """The estimator for estimated performance per segment, or None (not configured, or the reference
+        cannot be used: the estimated_performance detector's own run reports why)."""
+        from driftwarden.detectors.estimation.cbpe import EstimationError
+
+        if not self.config._estimates(model):
+            return None
+        try:
+            return self._estimator(model, window)
+        except EstimationError:
+            return None
+
+    def _estimator(self, model: ModelConfig, window: Window):
+        """The CBPE / DLE fitted on the model's reference for windows as long as ``window`` (fitted once)."""
+        from driftwarden.detectors.estimation.estimator import fit_estimator
 
         assert model.performance is not None
         reference = self.config.resolve_reference(model).for_current(window)
@@ -346,10 +367,7 @@ class Scheduler:
                 positive_label=model.performance.positive_label,
             )
             self._estimators[key] = fit
-        results = estimate(self.client, fit, window)
-        written = write_estimates(self.client, results)
-        self.exporter.observe_estimates(results)
-        return written
+        return fit
 
     def _latency(self, model: ModelConfig, window: Window) -> int:
         results = compute_latency(
@@ -430,6 +448,8 @@ class Scheduler:
             model.segments,
             model_version=model.version,
             task=model.performance.task if model.performance else None,
+            # estimated performance per segment, with the estimator of the estimated_performance detector
+            estimator=self._segment_estimator(model, window),
         )
         written = write_segments(self.client, results)
         self.exporter.observe_segments(results)

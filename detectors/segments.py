@@ -13,6 +13,8 @@ performance · mae      mean absolute error (regression, labelled)   MAE / refer
 performance · accuracy share of correct labels (classification)     reference - current      > 0.05
 drift · mean_shift     largest standardised mean shift among the    the shift itself (Cohen's d) > 0.5
                        numeric features: |mean - ref mean| / ref std
+estimated_performance  estimated without labels by the model's      as performance (accuracy drop > 0.05,
+· accuracy | mae       CBPE / DLE (current); realized (reference)   MAE / reference MAE - 1 > 0.5)
 =====================  ===========================================  =====================================
 
 Cardinality cap: the ``max_segments`` values with the most rows in the current window are
@@ -35,6 +37,7 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
@@ -51,6 +54,7 @@ LATENCY_RATIO = 0.5
 ERROR_RATIO = 0.5
 ACCURACY_DROP = 0.05
 MEAN_SHIFT = 0.5
+QUALITY_METRICS = ("accuracy", "f1", "precision", "recall", "roc_auc")  # higher is better: a drop degrades
 
 
 @dataclass
@@ -109,8 +113,10 @@ def compute_segments(
     *,
     model_version: str | None = None,
     task: str | None = None,
+    estimator: Any = None,
 ) -> list[SegmentResult]:
-    """Every configured dimension's segments with latency, performance (``task`` given) and drift signals."""
+    """Every configured dimension's segments with latency, performance (``task`` given), drift and, with a fitted
+    ``estimator`` (CBPE or DLE, :mod:`driftwarden.detectors.estimation`), estimated performance signals."""
     params = {"m": model, "v": model_version or ""}
     out: list[SegmentResult] = []
     for dimension in config.dimensions:
@@ -188,6 +194,10 @@ def compute_segments(
             if ("reference", s) in moments:
                 drift[("reference", s)] = (rows_by[("reference", s)], 0.0, {})
         signals.append(("drift", "mean_shift", drift))
+        if estimator is not None:
+            segments = sorted({s for (w, s) in latency if w == "current"})
+            metric, estimated = _estimated(client, estimator, reference, current, expression, top, segments)
+            signals.append(("estimated_performance", metric, estimated))
         for signal, metric, values in signals:
             out.extend(_rank(label, signal, metric, values, config.min_rows))
     input_hash = content_hash(
@@ -208,10 +218,56 @@ def compute_segments(
     return out
 
 
+def _literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _estimated(
+    client: Client,
+    estimator: Any,
+    reference: Window,
+    current: Window,
+    expression: str,
+    top: list[str],
+    segments: list[str],
+) -> tuple[str, dict[tuple[str, str], tuple[int, float | None, dict]]]:
+    """Per segment: the metric estimated on its current predictions (no label needed) and, as its reference
+    value, the realized metric of the same segment in the (labelled) reference window.
+
+    The metric is MAE for a regressor (DLE), accuracy for a classifier (CBPE), else the estimator's first."""
+    from driftwarden.detectors.estimation.dle import DLEFit
+    from driftwarden.detectors.estimation.estimator import estimate
+
+    preferred = "mae" if isinstance(estimator, DLEFit) else "accuracy"
+    metric = preferred if preferred in estimator.metrics else estimator.metrics[0]
+    out: dict[tuple[str, str], tuple[int, float | None, dict]] = {}
+    others = ", ".join(_literal(t) for t in top) or "''"
+    for segment in segments:
+        where = (
+            f"{expression} NOT IN ({others})"
+            if segment == OTHER and OTHER not in top
+            else (f"{expression} = {_literal(segment)}")
+        )
+        now = next(r for r in estimate(client, estimator, current, where=where) if r.metric == metric)
+        then = next(r for r in estimate(client, estimator, reference, where=where) if r.metric == metric)
+        details = {
+            "method": now.method,
+            "sampling_error": now.sampling_error
+            if now.sampling_error is not None and math.isfinite(now.sampling_error)
+            else None,
+            "reference": "realized",
+        }
+        if now.estimated is None and now.message:
+            details["message"] = now.message
+        out[("current", segment)] = (now.predictions, now.estimated, details)
+        out[("reference", segment)] = (then.labelled, then.realized, {})
+    return metric, out
+
+
 def _degradation(signal: str, metric: str, value: float, reference: float) -> tuple[float, bool]:
     if signal == "drift":
         return value, value > MEAN_SHIFT
-    if metric == "accuracy":
+    if metric in QUALITY_METRICS:
         drop = reference - value
         return drop, drop > ACCURACY_DROP
     ratio = value / reference - 1 if reference > 0 else (math.inf if value > 0 else 0.0)

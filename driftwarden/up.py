@@ -55,7 +55,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from driftwarden.collector.config import CollectorConfig, parse_host_port
 from driftwarden.collector.genai_config import GenAIConfig
 from driftwarden.collector.genai_config import parse_section as parse_genai
-from driftwarden.detectors.api.settings import ApiSettings
+from driftwarden.detectors.api.settings import ApiSettings, with_environment
 from driftwarden.detectors.config import Config as DetectorsConfig
 from driftwarden.detectors.config import describe_error, load_mapping, read_file
 from driftwarden.detectors.config import parse as parse_detectors
@@ -168,7 +168,7 @@ def _api(data: Any, problems: list[str], env) -> ApiSection:
     except ValueError as exc:
         problems.append(f"api.listen: value {listen!r} is not accepted: {exc}")
     try:
-        settings = ApiSettings.model_validate(data)
+        settings = ApiSettings.model_validate(with_environment(data, env))
     except ValidationError as exc:
         for err in exc.errors():
             key = "api." + ".".join(map(str, err["loc"]))

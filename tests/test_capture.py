@@ -91,6 +91,36 @@ def test_an_exception_is_recorded_as_error_class_and_still_raised(captured):
     assert rows == [(1.0, "ZeroDivisionError"), (2.0, "KeyError")]
 
 
+def test_the_event_of_a_block_can_set_any_column_and_keeps_its_id(captured):
+    with capture(features={"temp": 0.5, "season": "summer"}) as ev:
+        first_id = ev.event_id
+        ev.event.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+        ev.prediction = 7.0
+    rows = captured("SELECT toString(event_id), trace_id, num_names, cat_values, prediction FROM inferences FINAL")
+    assert rows == [(str(first_id), "4bf92f3577b34da6a3ce929d0e0e4736", ["temp"], ["summer"], 7.0)]
+
+
+def test_features_of_one_name_layout_are_split_by_the_types_of_each_call(captured):
+    import numpy as np
+
+    layouts = [
+        {"a": 1.5, "b": "x", "c": None},  # the split of this layout is cached...
+        {"a": 2.5, "b": "y", "c": None},  # ...and reused here
+        {"a": "high", "b": 3, "c": 4.0},  # same names, other types: its own split
+        {"a": np.float64(5.0), "b": "z", "c": True},  # a type outside the cache: the general path
+    ]
+    for i, features in enumerate(layouts):
+        with capture(features=features) as ev:
+            ev.prediction = float(i)
+    rows = captured("SELECT num_names, num_values, cat_names, cat_values FROM inferences FINAL ORDER BY prediction")
+    assert rows == [
+        (["a"], [1.5], ["b"], ["x"]),
+        (["a"], [2.5], ["b"], ["y"]),
+        (["b", "c"], [3.0, 4.0], ["a"], ["high"]),
+        (["a", "c"], [5.0, 1.0], ["b"], ["z"]),
+    ]
+
+
 def test_a_capture_without_a_model_name_says_how_to_give_one():
     capture.shutdown()
     with pytest.raises(ValueError, match=r"capture\(model=...\) or capture.configure\(model=...\)"):

@@ -53,6 +53,24 @@ def test_a_full_batch_is_written_at_once_and_the_rest_waits_for_close(store, sto
     assert stats.written == stats.acknowledged == 250 and stats.dropped == {}
 
 
+def test_a_backlog_of_full_batches_goes_to_the_store_in_inserts_of_up_to_four_batches(store, store_url):
+    """A writer that fell behind (here: 9.5 batches queued before its flusher starts) writes whole batches,
+    up to four per insert (an insert costs a fixed ~14 ms in the embedded store), and keeps the remainder
+    short of a batch for the flush interval."""
+    writer = open_writer(model="backlog", store=store_url, batch_events=10, flush_interval_ms=600_000)
+    for event in _events(95, model="backlog"):
+        writer.submit(event)
+    writer.start()
+    assert wait_for(lambda: _count(store, "backlog")[0] == 90, timeout=20)
+    time.sleep(0.3)
+    inserts = metrics.REGISTRY.get_sample_value("driftwarden_collector_batch_size_count", {"model": "backlog"})
+    assert inserts == 3, "90 events as 40 + 40 + 10"
+    assert _count(store, "backlog")[0] == 90, "the 5 events short of a batch wait for the interval"
+    stats = writer.close()
+    assert _count(store, "backlog") == (95, 95)
+    assert stats.written == 95 and stats.dropped == {}
+
+
 def test_a_partial_batch_is_written_after_the_flush_interval(store, store_url):
     writer = open_writer(model="slow", store=store_url, batch_events=10_000, flush_interval_ms=200).start()
     try:

@@ -201,3 +201,47 @@ def test_a_far_outlier_after_the_first_events_keeps_the_reference_moments_exact(
     assert hi == 1e7
     assert math.isclose(mean, ref.mean(), rel_tol=1e-6) and math.isclose(std, np.std(ref), rel_tol=1e-6)
     assert f.details["computation"] == "cells" and math.isfinite(f.details["error_bound"])
+
+
+def test_cells_from_sorted_values_equal_the_grouped_cells(store, monkeypatch):
+    """The ways of counting a window into cells (each feature's sorted values, all features in one query or in
+    batches of features; one GROUP BY over feature and cell) give the same profiles, statistics and hashes: stored
+    cells profiles and cells derived from an exact profile's support, discrete values, missing values, a far
+    outlier and PSI's bins included."""
+    from driftwarden.detectors.drift import cells
+
+    rng = np.random.default_rng(11)
+    n_ref, n_cur = 12_000, 9_000
+    ref = {
+        "x": rng.normal(size=n_ref),
+        "y": np.where(rng.random(n_ref) < 0.1, np.nan, rng.exponential(size=n_ref)),
+        "d": rng.integers(0, 4, n_ref).astype(float),
+        "o": np.append(rng.normal(size=n_ref - 1), 1e9),
+    }
+    cur = {
+        "x": rng.normal(0.2, 1, n_cur),
+        "y": rng.exponential(1.2, n_cur),
+        "d": rng.integers(0, 5, n_cur).astype(float),
+        "o": rng.normal(size=n_cur),
+    }
+    _load(store, ref, cur)
+    specs = [
+        FeatureSpec("x", "numeric", "wasserstein"),
+        FeatureSpec("y", "numeric", "psi"),
+        FeatureSpec("d", "numeric"),
+        FeatureSpec("o", "numeric", "ks"),
+    ]
+    results = {}
+    # all features in one query from sorted values; one GROUP BY; one feature per query from sorted values
+    for path, limit, batched in (("sorted", cells.MAX_SORTED_VALUES, 200), ("grouped", 0, 200), ("batched", n_ref, 1)):
+        monkeypatch.setattr(cells, "MAX_SORTED_VALUES", limit)
+        monkeypatch.setattr(cells, "BATCHED_MIN_FEATURES", batched)
+        assert cells.batch_size(4, n_ref) == {"sorted": 4, "grouped": 0, "batched": 1}[path]
+        for name, settings in (("cells profile", CELLS), ("exact profile", DriftSettings(exact_max_values=15_000))):
+            store.command("TRUNCATE TABLE reference_profiles")
+            report = compute_drift(store, "m", REF, CUR, features=specs, settings=settings).as_dict()
+            results[path, name] = json.dumps(report, sort_keys=True)
+    for name in ("cells profile", "exact profile"):
+        assert results["sorted", name] == results["grouped", name] == results["batched", name]
+    computations = {f["details"]["computation"] for f in json.loads(results["sorted", "exact profile"])["features"]}
+    assert computations == {"cells"}  # 12,000 + 9,000 values > 15,000: an exact profile compared on cells

@@ -232,6 +232,18 @@ def test_a_reference_without_labels_is_refused_with_what_to_do(store):
         fit_cbpe(store, "nolabels", REFERENCE, DAY)
 
 
+def test_a_reference_labelled_with_one_class_is_refused_although_later_labels_hold_two(store):
+    rng = np.random.default_rng(3)
+    reference = _binary(REFERENCE, 500, rng, a=1, b=1, prefix="r").assign(truth=0)
+    later = _binary(CURRENT, 500, rng, a=1, b=1, prefix="c")  # labelled with both classes, after the reference
+    for frame in (reference, later):
+        _ingest(
+            store, frame, "oneclass", prediction_column="predicted", score_columns={"": "score"}, label_column="truth"
+        )
+    with pytest.raises(EstimationError, match=r"labels of one class only \(0\)"):
+        fit_cbpe(store, "oneclass", REFERENCE, DAY)
+
+
 def _cli(capsys, *args: str):
     """``driftwarden ARGS`` run by the real entry point in this process: (returncode, stdout, stderr)."""
     from types import SimpleNamespace
@@ -344,18 +356,31 @@ models:
   - name: loan
     reference: {REFERENCE}
     performance: {{task: classification, label_horizon: 3d, estimate_metrics: [accuracy, f1]}}
-    detectors: [estimated_performance]
+    segments: {{dimensions: [model_version]}}
+    detectors: [estimated_performance, segments]
 """
     )
     exporter = Exporter()
-    made = Scheduler(store, config, exporter).run_once(CURRENT.end + dt.timedelta(hours=1))
-    assert [(r.detector, r.window, r.status) for r in made] == [("estimated_performance", CURRENT, "ok")]
+    scheduler = Scheduler(store, config, exporter)
+    made = scheduler.run_once(CURRENT.end + dt.timedelta(hours=1))
+    assert sorted((r.detector, r.window, r.status) for r in made) == [
+        ("estimated_performance", CURRENT, "ok"),
+        ("segments", CURRENT, "ok"),
+    ]
+    assert len(scheduler._estimators) == 1  # one fit serves the estimate and the segments
+    (segment,) = store.query(
+        "SELECT segment, metric, value, flagged FROM segment_results FINAL "
+        "WHERE model = 'loan' AND signal = 'estimated_performance'"
+    ).result_rows
     rows = store.query(
         "SELECT metric, estimated, alert, realized FROM estimated_performance_results FINAL WHERE model = 'loan'"
     ).result_rows
     assert {m for m, *_ in rows} == {"accuracy", "f1"}
     accuracy = next(r for r in rows if r[0] == "accuracy")
     assert accuracy[2] is True and accuracy[3] is None
+    # the one segment (every prediction) has the window's estimate, flagged against its realized reference
+    assert segment[1] == "accuracy"
+    assert segment[2] == pytest.approx(accuracy[1], abs=1e-12) and segment[3] is True
     body = generate_latest(exporter.registry).decode()
     assert f'driftwarden_estimated_performance{{metric="accuracy",model="loan",model_version=""}} {accuracy[1]}' in body
     assert 'driftwarden_estimated_performance_alert{metric="accuracy",model="loan",model_version=""} 1.0' in body

@@ -8,12 +8,14 @@ reconstruction error and the domain classifier must both alert and name the two 
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from driftwarden.detectors.multivariate import MultivariateSettings, compute_multivariate, write_multivariate
+from driftwarden.detectors.multivariate.classifier import sample
 from driftwarden.detectors.window import Window
 from tests.drift_data import insert, timestamps
 
@@ -152,3 +154,84 @@ def test_malformed_rows_are_left_out_without_crashing(flipped):
 def written(client, results) -> int:
     write_multivariate(client, results)
     return int(client.query("SELECT count() FROM multivariate_results FINAL WHERE model = 'm'").result_rows[0][0])
+
+
+@pytest.mark.slow
+def test_a_later_run_reads_the_stored_reference_fit_and_late_rows_make_it_stale(flipped):
+    client, _, _ = flipped
+    pca_only = MultivariateSettings(methods=("pca_reconstruction",))
+    [fresh] = compute_multivariate(client, "m", REFERENCE, CURRENT, settings=pca_only, reuse=False)
+    assert stored_fits(client) == []  # reuse=False neither reads nor writes a fit
+    [first] = compute_multivariate(client, "m", REFERENCE, CURRENT, settings=pca_only)
+    [(rows, doc)] = stored_fits(client)
+    assert rows == 10 * ROWS_PER_DAY
+    assert first.value == pytest.approx(fresh.value, rel=1e-9)
+    assert first.upper_threshold == pytest.approx(fresh.upper_threshold, rel=1e-9)
+    assert [d["feature"] for d in first.drivers] == [d["feature"] for d in fresh.drivers]
+
+    # The second run takes its thresholds from the stored fit: a stored fit whose chunks were altered shows it.
+    doc["chunk_values"] = [v * 2 for v in doc["chunk_values"]]
+    resave(client, rows, doc)
+    [second] = compute_multivariate(client, "m", REFERENCE, CURRENT, settings=pca_only)
+    assert second.value == pytest.approx(first.value, rel=1e-9)
+    assert second.upper_threshold == pytest.approx(2 * first.upper_threshold, rel=1e-9)
+
+    # A late row in the reference window changes its row count: the fit is redone from the data.
+    load(client, "m", frame(1, 0.9, 9), REFERENCE.start + dt.timedelta(seconds=1))
+    [third] = compute_multivariate(client, "m", REFERENCE, CURRENT, settings=pca_only)
+    assert third.reference_rows == 10 * ROWS_PER_DAY + 1
+    assert third.upper_threshold == pytest.approx(fresh.upper_threshold, rel=0.05)
+    assert max(r for r, _ in stored_fits(client)) == 10 * ROWS_PER_DAY + 1
+
+
+@pytest.mark.slow
+def test_classifier_drivers_come_from_held_out_rows_of_both_windows(store):
+    """Windows large enough that a fold's test rows exceed the permutation sample: the shuffled rows must
+    still hold both windows, or shuffling a feature changes nothing and every driver scores ~0."""
+    rng = np.random.default_rng(11)
+    rows = 11_000
+    for start, shift in ((REFERENCE.start, 0.0), (CURRENT.start, 1.0)):
+        insert(
+            store,
+            "wide",
+            timestamps(start, rows, DAY / rows),
+            {"a": rng.normal(shift, 1.0, rows), "b": rng.normal(size=rows), "c": rng.normal(size=rows)},
+        )
+    reference = Window(REFERENCE.start, REFERENCE.start + DAY)
+    [dc] = compute_multivariate(
+        store, "wide", reference, CURRENT, settings=MultivariateSettings(methods=("domain_classifier",))
+    )
+    assert dc.alert and dc.value > 0.65
+    assert dc.drivers[0]["feature"] == "a" and dc.drivers[0]["score"] > 0.1
+    assert all(d["score"] < 0.03 for d in dc.drivers[1:])
+    assert dc.details["permutation_rows"] == 5000
+
+
+def stored_fits(client) -> list[tuple[int, dict]]:
+    rows = client.query(
+        "SELECT reference_rows, fit FROM multivariate_references FINAL WHERE model = 'm' ORDER BY created_at"
+    ).result_rows
+    return [(int(r), json.loads(f)) for r, f in rows]
+
+
+def resave(client, rows: int, doc: dict) -> None:
+    (key,) = client.query("SELECT any(fit_key) FROM multivariate_references WHERE model = 'm'").result_rows[0]
+    client.insert(
+        "multivariate_references",
+        [["m", "", REFERENCE.start, REFERENCE.end, key, rows, json.dumps(doc)]],
+        column_names=["model", "model_version", "reference_start", "reference_end", "fit_key", "reference_rows", "fit"],
+    )
+
+
+def test_the_classifier_sample_is_the_first_events_by_hash_with_or_without_the_hash_bound(flipped):
+    client, _, _ = flipped
+    numeric, categorical = ["x1", "x2", "x3"], ["colour"]
+    matrix, labels = sample(client, "m", REFERENCE, None, numeric, categorical, 500)  # 10,000 rows: bound used
+    expected = client.query(
+        "SELECT num_values, cat_values FROM inferences FINAL WHERE model = 'm' AND ts < {end:DateTime64(6)} "
+        "ORDER BY cityHash64(event_id), event_id LIMIT 500",
+        parameters={"end": REFERENCE.end},
+    ).result_rows
+    assert matrix.shape == (500, 3)
+    assert matrix.tolist() == [list(values) for values, _ in expected]
+    assert labels == [list(values) for _, values in expected]

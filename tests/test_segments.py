@@ -6,6 +6,9 @@ import datetime as dt
 import uuid
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
 
 from driftwarden.detectors.config import SegmentsConfig
 from driftwarden.detectors.segments import compute_segments, write_segments
@@ -91,3 +94,90 @@ def test_segments_beyond_the_cap_are_summed_into_other(store):
     assert other.current_rows == 10 * 40
     assert [r.segment for r in results if r.dimension == "model_version"] == ["v1"] * 2
     assert write_segments(store, results) == len(results)
+
+
+def _scored(store, model: str) -> None:
+    """A binary classifier with calibrated scores in three regions; in the current window `us` becomes unsure.
+
+    Scores ~ Beta(0.4, 0.4) everywhere in the labelled reference and in eu/apac later (expected accuracy
+    E[max(p, 1 - p)] = 0.81), Beta(4, 4) in `us` later (0.63): its estimated accuracy drops by about 0.18
+    while no label of the current window exists. `us` has 700 rows per window, apac and eu 600.
+    """
+    from driftwarden.collector.ingest_file import predictions_and_labels
+
+    rng = np.random.default_rng(1)
+    for window in (REFERENCE, CURRENT):
+        later = window is CURRENT
+        regions = ["us"] * 700 + ["apac"] * 600 + ["eu"] * 600
+        a = np.array([4.0 if later and r == "us" else 0.4 for r in regions])
+        score = rng.beta(a, a)
+        frame = pd.DataFrame(
+            {
+                "id": [f"{'c' if later else 'r'}{i}" for i in range(len(regions))],
+                "ts": [window.start + dt.timedelta(seconds=40 * i) for i in range(len(regions))],
+                "region": regions,
+                "score": score,
+                "predicted": (score >= 0.5).astype(int),
+            }
+        )
+        if not later:
+            frame["truth"] = (rng.random(len(regions)) < score).astype(int)
+        inferences, labels = predictions_and_labels(
+            pa.Table.from_pandas(frame, preserve_index=False),
+            model=model,
+            timestamp_column="ts",
+            id_column="id",
+            prediction_column="predicted",
+            label_column=None if later else "truth",
+            score_columns={"": "score"},
+        )
+        store.insert_arrow("inferences", inferences)
+        if labels is not None:
+            store.insert_arrow("ground_truth", labels)
+
+
+def test_estimated_performance_per_segment_ranks_the_unsure_region_first_without_labels(store):
+    from driftwarden.detectors.estimation.cbpe import fit_cbpe
+
+    _scored(store, "cls")
+    fit = fit_cbpe(store, "cls", REFERENCE, CURRENT.end - CURRENT.start)
+    config = SegmentsConfig(dimensions=["region"], max_segments=2)  # us and apac of their own, eu in `other`
+    results = compute_segments(store, "cls", REFERENCE, CURRENT, config, estimator=fit)
+    estimated = ranked(results, "estimated_performance")
+    assert sorted(r.segment for r in estimated) == ["apac", "other", "us"]
+    top = estimated[0]
+    assert (top.segment, top.metric, top.flagged, top.current_rows) == ("us", "accuracy", True, 700)
+    assert top.value == pytest.approx(0.63, abs=0.04)  # Beta(4, 4): E[max(p, 1 - p)], estimated without labels
+    assert top.reference_value == pytest.approx(0.81, abs=0.05)  # realized in the labelled reference
+    assert top.degradation == pytest.approx(top.reference_value - top.value) and top.degradation > 0.1
+    assert top.details["method"] == "cbpe" and top.details["sampling_error"] > 0
+    for r in estimated[1:]:  # apac and eu (as `other`) keep their accuracy
+        assert not r.flagged and abs(r.degradation) < 0.05 and r.value == pytest.approx(0.81, abs=0.04), r
+    assert next(r for r in estimated if r.segment == "other").current_rows == 600
+    assert write_segments(store, results) == len(results)
+
+    # the labelled metric, the API and the page's segment rankings carry it
+    from fastapi.testclient import TestClient
+
+    from driftwarden.auth import TokenConfig
+    from driftwarden.collector.hub_app import create_app
+    from driftwarden.detectors.api import ApiSettings, create_router
+    from driftwarden.detectors.exporter import Exporter
+
+    exporter = Exporter()
+    exporter.observe_segments(results)
+    labels = {"dimension": "feature:region", "segment": "us", "signal": "estimated_performance", "metric": "accuracy"}
+    value = exporter.registry.get_sample_value(
+        "driftwarden_segment_degradation", {"model": "cls", "model_version": "", **labels}
+    )
+    assert value == pytest.approx(top.degradation)
+    app = create_app(store)
+    app.include_router(create_router(ApiSettings(tokens=[TokenConfig(name="ops", token="t" * 24)])))
+    http = TestClient(app)
+    auth = {"Authorization": f"Bearer {'t' * 24}"}
+    window = f"{CURRENT.start.isoformat()}..{CURRENT.end.isoformat()}"
+    served = http.get("/api/v1/models/cls/segments", params={"window": window}, headers=auth).json()
+    us = [r for r in served if r["signal"] == "estimated_performance" and r["segment"] == "us"]
+    assert len(us) == 1 and us[0]["flagged"] and us[0]["metric"] == "accuracy" and us[0]["rank"] == 1, served
+    page = http.get("/models/cls", params={"window": window}, headers=auth).text
+    assert "estimated_performance · accuracy by feature:region" in page

@@ -200,6 +200,18 @@ def test_up_configuration_reports_every_bad_key_on_its_own_line() -> None:
     assert any(line.strip().startswith("api.colour:") and "accepted keys here: listen" in line for line in lines)
 
 
+def test_up_reads_the_api_settings_the_environment_gives_as_the_api_command_does() -> None:
+    from driftwarden.up import parse
+
+    text = "models:\n  - name: bikes\n    features: {numeric: [temp]}\n"
+    env = {"DRIFTWARDEN_ALERTMANAGER_URL": "http://alertmanager:9093", "DRIFTWARDEN_REPORT_CACHE": "/var/cache/dw"}
+    settings = parse(text, env=env).api.settings
+    assert (settings.alertmanager_url, str(settings.report_cache_dir)) == ("http://alertmanager:9093", "/var/cache/dw")
+    # The file wins over the environment.
+    text += "api: {alertmanager_url: 'http://am.example:9093'}\n"
+    assert parse(text, env=env).api.settings.alertmanager_url == "http://am.example:9093"
+
+
 def test_example_configuration_has_two_models_each_behind_a_collector() -> None:
     from driftwarden.up import load
 

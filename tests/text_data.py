@@ -144,10 +144,13 @@ def evidently_embedding_drift(reference: np.ndarray, current: np.ndarray, method
         "distance": methods.distance,
     }[method]
     columns = [f"e{j}" for j in range(reference.shape[1])]
+    # the domain classifier gets the stored Float32 values as Float32 frames (its SGDClassifier then trains
+    # on Float32, as ours does); the other methods compute in Float64 either way
+    dtype = np.float32 if method == "domain_classifier" else np.float64
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         score, drifted, _ = build()(
-            pd.DataFrame(current.astype(np.float64), columns=columns),
-            pd.DataFrame(reference.astype(np.float64), columns=columns),
+            pd.DataFrame(current.astype(dtype), columns=columns),
+            pd.DataFrame(reference.astype(dtype), columns=columns),
         )
     return float(score), bool(drifted)

@@ -17,10 +17,12 @@ Answers, in the content type of the request:
 * 415 for another content type (answered in JSON) or content encoding;
 * 503 when the store does not take the calls: the exporter retries later.
 
-Persistence goes through the hub's one ingest function (``collector.ingest``), the same as
-``POST /v1/events``, and is guarded by the same ingest token (``collector.hub_app``). The
-GenAI metrics (``collector.genai_metrics``) are observed once the store took the calls.
-Decoding and mapping run on the thread pool, not on the event loop.
+Persistence goes through the hub's one ingest function (``collector.ingest.persist``), the same
+as ``POST /v1/events``, and is guarded by the same ingest token (``collector.hub_app``); requests
+that wait for the store at the same time are written in one insert (``coalesce=True``), each
+answered once its calls are stored. The GenAI metrics (``collector.genai_metrics``) are observed
+once the store took the calls. Decoding and mapping run on the thread pool, not on the event
+loop; the protobuf is decoded by ``opentelemetry-proto``'s messages on protobuf's upb backend.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import time
 import zlib
 from typing import Any
 
-import pyarrow as pa
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from google.protobuf import json_format
@@ -44,7 +45,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from prometheus_client import Counter, Histogram
 
-from driftwarden.collector import arrow
 from driftwarden.collector.genai_config import GenAIConfig
 from driftwarden.collector.genai_metrics import GenAIRecorder
 from driftwarden.collector.ingest import persist
@@ -152,11 +152,11 @@ async def post_traces(request: Request) -> Response:
         ingest = genai_ingest(request)
         limit = ingest.config.max_request_bytes
         body = await read_body(request, limit)
-        batch, table = await run_in_threadpool(_decode_and_map, body, as_json, ingest)
-        if batch.events:
-            await persist(request, "inferences", table)
-            await run_in_threadpool(ingest.recorder.observe, batch.events)
-        spans_received.labels("stored").inc(len(batch.events))
+        batch = await run_in_threadpool(_decode_and_map, body, as_json, ingest)
+        if batch.stored:
+            await persist(request, "inferences", batch.table, coalesce=True)
+            await run_in_threadpool(ingest.recorder.observe_calls, batch.calls)
+        spans_received.labels("stored").inc(batch.stored)
         spans_received.labels("not_genai").inc(batch.not_genai)
         spans_received.labels("rejected").inc(batch.rejected)
         answer = ExportTraceServiceResponse()
@@ -219,13 +219,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
-def _decode_and_map(body: bytes, as_json: bool, ingest: GenAIIngest) -> tuple[SpanBatch, pa.Table | None]:
-    """The request's spans as calls (priced) and their Arrow table (None when there are none)."""
+def _decode_and_map(body: bytes, as_json: bool, ingest: GenAIIngest) -> SpanBatch:
+    """The request's spans as calls (priced), with their Arrow table when there are any."""
     message = decode_json(body) if as_json else decode_protobuf(body)
-    batch = ingest.mapper.map(message)
-    for event in batch.events:
-        event.cost = ingest.recorder.price(event)
-    return batch, arrow.to_table(batch.events) if batch.events else None
+    return ingest.mapper.map(message)
 
 
 def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:

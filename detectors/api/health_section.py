@@ -15,16 +15,31 @@ from clickhouse_connect.driver.client import Client
 from driftwarden.auth import Principal
 from driftwarden.detectors.api.pages import _table, badge, e, fmt, iso
 from driftwarden.detectors.api.queries import scope
-from driftwarden.detectors.health import Health, models_health
+from driftwarden.detectors.api.settings import ApiSettings
+from driftwarden.detectors.health import AlertSource, Health, models_health
 
 KIND = {"bad": "bad", "warn": "warn", "ok": "ok", "unknown": "none"}
 WORD = {"bad": "needs attention", "warn": "watch", "ok": "healthy", "unknown": "not analysed"}
 
 
-def health_of(client: Client, principal: Principal, models: Sequence[str]) -> dict[str, Health]:
-    """The health of ``models``, scoped to what the caller's token may read."""
+def alert_source(settings: ApiSettings | None) -> AlertSource | None:
+    """The configured source of firing alerts (Alertmanager first, else Prometheus), or None."""
+    if settings is None:
+        return None
+    if settings.alertmanager_url:
+        return AlertSource(settings.alertmanager_url, "alertmanager", settings.alerts_timeout_s)
+    if settings.prometheus_url:
+        return AlertSource(settings.prometheus_url, "prometheus", settings.alerts_timeout_s)
+    return None
+
+
+def health_of(
+    client: Client, principal: Principal, models: Sequence[str], settings: ApiSettings | None = None
+) -> dict[str, Health]:
+    """The health of ``models``, scoped to what the caller's token may read, with the firing alerts of the
+    configured Alertmanager / Prometheus as a signal ("alerts: not configured" without one)."""
     where, params = scope(principal)
-    return models_health(client, models, where=where, params=params)
+    return models_health(client, models, where=where, params=params, alerts=alert_source(settings), with_alerts=True)
 
 
 def badge_html(health: Health) -> str:

@@ -8,7 +8,8 @@ the caller's token like every query of the API, aggregated in ClickHouse) and it
 template (``templates/llm_section.html``); charts from ``detectors.api.charts``.
 
 The range is the page's ``window`` when given, else the 7 days up to the model's latest call,
-in at most :data:`MAX_POINTS` buckets of a whole number of minutes.
+in at most :data:`MAX_POINTS` buckets of a whole number of minutes. :func:`figures` gives the
+same figures as JSON (``GET /api/v1/models/{model}/llm``, ``detectors.api.llm_schemas``).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def summary_and_series(client: Client, principal: Principal, model: str, window:
         "quantileIf(0.5)(ttft_ms, ttft_ms IS NOT NULL) AS ttft_p50_ms, "
         "quantileIf(0.95)(ttft_ms, ttft_ms IS NOT NULL) AS ttft_p95_ms, "
         "quantileIf(0.5)((latency_ms - ttft_ms) / (completion_tokens - 1), "
-        "ttft_ms IS NOT NULL AND completion_tokens > 1) AS tpot_p50_ms"
+        "ttft_ms IS NOT NULL AND completion_tokens > 1) AS tpot_p50_ms, "
+        "quantile(0.5)(latency_ms) AS latency_p50_ms, quantile(0.95)(latency_ms) AS latency_p95_ms"
     )
     (totals,) = _rows(client, f"SELECT {measures} {base}", params)
     series = _rows(
@@ -106,6 +108,82 @@ def recent_calls(client: Client, principal: Principal, model: str, window: Windo
         """,
         {**params, "m": model, "start": micros(window.start), "end": micros(window.end)},
     )
+
+
+def finish_reasons(client: Client, principal: Principal, model: str, window: Window) -> list[dict]:
+    """Calls per finish reason in the window, most frequent first (``''`` for calls that report none)."""
+    where, params = scope(principal)
+    return _rows(
+        client,
+        f"""
+        SELECT finish_reason, count() AS calls
+        FROM inferences FINAL
+        WHERE model = {{m:String}} AND {where} AND {_LLM_CALL} AND NOT is_replay
+          AND ts >= fromUnixTimestamp64Micro({{start:Int64}}, 'UTC')
+          AND ts < fromUnixTimestamp64Micro({{end:Int64}}, 'UTC')
+        GROUP BY finish_reason ORDER BY calls DESC, finish_reason
+        """,
+        {**params, "m": model, "start": micros(window.start), "end": micros(window.end)},
+    )
+
+
+# DateTime64 holds 1900-01-01 .. 2299-12-31: a window beyond is read as the part of it that can hold calls.
+_EARLIEST = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+_LATEST = dt.datetime(2299, 12, 31, tzinfo=dt.UTC)
+
+
+def figures(client: Client, principal: Principal, model: str, within: Window | None = None) -> dict | None:
+    """The section's figures as data (``detectors.api.llm_schemas.LLMFigures``); None when no call is in range.
+
+    Without ``within``: the 7 days up to the model's latest call (None when it has none). With it:
+    that range (clamped to what the store's timestamps can hold), even when it holds no call.
+    """
+    if within is not None:
+        start, end = max(within.start, _EARLIEST), min(within.end, _LATEST)
+        if end <= start:
+            start, end = _EARLIEST, _EARLIEST + dt.timedelta(microseconds=1)
+        within = Window(start, end)
+    window = _range(client, principal, model, within)
+    if window is None:
+        return None
+    totals, series = summary_and_series(client, principal, model, window)
+    expensive = [c for c in recent_calls(client, principal, model, window, "cost") if c["cost"] > 0]
+    return {
+        "model": model,
+        "start": window.start,
+        "end": window.end,
+        "bucket_seconds": totals.pop("bucket_s"),
+        "summary": _numbers(totals),
+        "series": [_numbers(row) for row in series],
+        "finish_reasons": finish_reasons(client, principal, model, window),
+        "slowest": [_call(c) for c in recent_calls(client, principal, model, window, "latency_ms")],
+        "most_expensive": [_call(c) for c in expensive],
+    }
+
+
+def _numbers(row: dict) -> dict:
+    """A row with NaN (a quantile of no value) as None, which JSON can carry."""
+    return {k: None if isinstance(v, float) and v != v else v for k, v in row.items()}
+
+
+def _call(row: dict) -> dict:
+    return {
+        "ts": row["ts"].replace(tzinfo=dt.UTC) if row["ts"].tzinfo is None else row["ts"],
+        "trace_id": row["trace_id"],
+        "span_id": row["span_id"],
+        "request_model": row["request_model"],
+        "response_model": row["response_model"],
+        "operation_name": row["operation_name"],
+        "service_name": row["service_name"],
+        "latency_ms": row["latency_ms"],
+        "ttft_ms": row["ttft_ms"],
+        "input_tokens": row["prompt_tokens"],
+        "output_tokens": row["completion_tokens"],
+        "cost": row["cost"],
+        "error_type": row["error_class"],
+        "finish_reason": row["finish_reason"],
+        "output_text": row["output_text"] if row["payload_sampled"] else "",
+    }
 
 
 def section(client: Client, principal: Principal, model: str, within: Window | None = None) -> str:

@@ -373,7 +373,8 @@ def sample(
     return _rows(
         client,
         f"""
-        SELECT num_names, num_values, cat_names, cat_values, prediction, prediction_label
+        SELECT num_names, num_values, cat_names, cat_values, prediction, prediction_label,
+               text_names, arrayMap(t -> toValidUTF8(t), text_values) AS text_values_
         FROM inferences FINAL
         WHERE model = {{m:String}} AND NOT is_replay AND {where} AND {window.sql()}
         ORDER BY cityHash64(event_id, {{seed:UInt64}}), event_id

@@ -9,6 +9,9 @@ CDN), and a provenance section is inserted at the top. Reports are cached under
 ``cache_dir`` by the content hash of their inputs (model, windows, row counts, a
 fingerprint of the windows' event ids, sample size, seed, Evidently, code and schema
 version): new events in a window change the hash, the same inputs reuse the file.
+Text features go to Evidently as text columns, and a section after the provenance
+explains each one with the words and documents that tell the windows apart
+(:mod:`driftwarden.detectors.api.report_text`; also under ``text`` in the JSON file).
 
 Evidently's usage telemetry is switched off before it is imported (``DO_NOT_TRACK``,
 read by ``evidently.telemetry``; ``EVIDENTLY_DISABLE_TELEMETRY``, read by
@@ -35,7 +38,7 @@ from clickhouse_connect.driver.client import Client
 
 from driftwarden.auth import Principal
 from driftwarden.detectors import provenance
-from driftwarden.detectors.api import queries
+from driftwarden.detectors.api import queries, report_text
 from driftwarden.detectors.window import Window
 
 # Before anything can import evidently: its telemetry reads these at every event (see the module docstring).
@@ -44,6 +47,7 @@ os.environ["EVIDENTLY_DISABLE_TELEMETRY"] = "1"
 
 PRESETS = ["DataDriftPreset", "DataSummaryPreset"]
 SAMPLING = "ORDER BY cityHash64(event_id, seed) LIMIT sample_size, per window, in ClickHouse"
+TEXT_EXPLANATION = "domain classifier: characteristic words and typical documents per window"
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
@@ -99,6 +103,7 @@ def build_report(
         "seed": seed,
         "sampling": SAMPLING,
         "presets": PRESETS,
+        "text_explanation": TEXT_EXPLANATION,
         "evidently_version": evidently_version(),
     }
     digest = provenance.content_hash(inputs)
@@ -111,6 +116,7 @@ def build_report(
         ref_rows = queries.sample(client, principal, model, reference, sample_size, seed)
         cur_rows = queries.sample(client, principal, model, current, sample_size, seed)
         page, result, details = _render(ref_rows, cur_rows)
+        explanations = report_text.explain(ref_rows, cur_rows)
         record = {
             "model": model,
             "reference": str(reference),
@@ -128,10 +134,11 @@ def build_report(
             "schema_version": provenance.schema_version(),
             "input_hash": digest,
         }
-        page = _with_provenance(page, record, digest)
+        page = _with_provenance(page, record, digest, report_text.section_html(explanations))
         cache.mkdir(parents=True, exist_ok=True)
         _write_atomically(html_path, page)
-        _write_atomically(json_path, json.dumps({"provenance": record, "evidently": result}, sort_keys=True))
+        document = {"provenance": record, "evidently": result, "text": explanations}
+        _write_atomically(json_path, json.dumps(document, sort_keys=True))
         return Report(html_path, json_path, record, cached=False)
 
 
@@ -152,6 +159,7 @@ def _frame(rows: list[dict[str, Any]]):
             record["prediction"] = float(row["prediction"])
         if row["prediction_label"]:
             record["prediction_label"] = row["prediction_label"]
+        record.update(zip(row.get("text_names") or [], row.get("text_values") or [], strict=False))
         records.append(record)
     return pd.DataFrame.from_records(records)
 
@@ -163,13 +171,16 @@ def _render(ref_rows: list[dict], cur_rows: list[dict]) -> tuple[str, dict, dict
     from evidently.presets import DataDriftPreset, DataSummaryPreset
 
     reference, current = _frame(ref_rows), _frame(cur_rows)
-    numeric = sorted(c for c in reference.columns if c in current.columns and _is_numeric(reference, current, c))
-    categorical = sorted(c for c in reference.columns if c in current.columns and c not in numeric)
-    columns = numeric + categorical
+    text = report_text.text_features(ref_rows, cur_rows)
+    numeric = sorted(
+        c for c in reference.columns if c in current.columns and c not in text and _is_numeric(reference, current, c)
+    )
+    categorical = sorted(c for c in reference.columns if c in current.columns and c not in numeric and c not in text)
+    columns = numeric + categorical + text
     for column in categorical:
         reference[column] = reference[column].astype(str)
         current[column] = current[column].astype(str)
-    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical, text_columns=text)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Evidently warns about pandas internals on every run
         snapshot = EvidentlyReport([DataDriftPreset(columns=columns), DataSummaryPreset(columns=columns)]).run(
@@ -189,6 +200,7 @@ def _render(ref_rows: list[dict], cur_rows: list[dict]) -> tuple[str, dict, dict
     details = {
         "numeric_features": numeric,
         "categorical_features": categorical,
+        "text_features": text,
         "methods": methods,
         "thresholds": thresholds,
     }
@@ -226,15 +238,17 @@ def _deterministic(page: str, digest: str) -> str:
     return _UUID.sub(stable, data) + rest
 
 
-def _with_provenance(page: str, record: dict[str, Any], digest: str) -> str:
-    """Evidently's page, made deterministic, with a provenance section first."""
+def _with_provenance(page: str, record: dict[str, Any], digest: str, text_section: str = "") -> str:
+    """Evidently's page, made deterministic, with a provenance section first (then the text features')."""
     page = _deterministic(page, digest)
-    section = provenance_html(record)
+    section = provenance_html(record) + text_section
     style = (
         "<style>.dw-provenance{font:14px system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:16px 24px;"
         "padding:12px 16px;border:1px solid #d0d7de;border-radius:6px;background:#f6f8fa}"
         ".dw-provenance table{border-collapse:collapse}.dw-provenance th{text-align:left;padding:2px 12px 2px 0;"
-        "font-weight:600;vertical-align:top}.dw-provenance td{padding:2px 0;font-family:ui-monospace,monospace}</style>"
+        "font-weight:600;vertical-align:top}.dw-provenance td{padding:2px 0;font-family:ui-monospace,monospace}"
+        ".dw-text table{width:100%;table-layout:fixed;margin:4px 0 12px}.dw-text td{vertical-align:top;"
+        "padding:2px 12px 2px 0;font-family:inherit}.dw-text li{margin:2px 0}</style>"
     )
     head_end = page.find("</head>")
     if head_end != -1:
@@ -263,6 +277,7 @@ def provenance_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
         ("sampling", record["sampling"]),
         ("numeric features", ", ".join(record["numeric_features"]) or "none"),
         ("categorical features", ", ".join(record["categorical_features"]) or "none"),
+        ("text features", ", ".join(record.get("text_features", [])) or "none"),
         ("methods", methods or "none"),
         ("thresholds", thresholds or "none"),
         ("evidently", record["evidently_version"]),

@@ -34,6 +34,7 @@ from driftwarden.detectors.api import (
     analytics_section,
     estimation_section,
     health_section,
+    llm_schemas,
     llm_section,
     pages,
     queries,
@@ -214,6 +215,31 @@ def create_router(settings: ApiSettings | None = None) -> APIRouter:
             "windows": queries.latency(client, principal, model, within),
         }
 
+    @api.get(
+        "/models/{model:path}/llm",
+        response_model=llm_schemas.LLMFigures,
+        summary="A language model's tokens, cost, TTFT and latency over time, finish reasons, notable calls",
+    )
+    def llm(
+        request: Request,
+        model: ModelPath,
+        principal: Principal = Depends(require),
+        window: Annotated[
+            str | None,
+            Query(description=f"calls that start in this range (default: the 7 days up to the latest): {WINDOW_HELP}"),
+        ] = None,
+    ) -> dict:
+        within = parse_window(window, "window")
+        client = store(request)
+        visible(client, principal, model)
+        found = llm_section.figures(client, principal, model, within)
+        if found is None:
+            raise HTTPException(
+                404,
+                detail=f"model {model!r} has no language-model calls (tokens or gen_ai fields) visible to this token",
+            )
+        return found
+
     def windowed(name: str, response_model, summary: str, read) -> None:
         """``GET /models/{model}/NAME?window=``: the stored results of ``read`` per window, for a visible model."""
 
@@ -315,7 +341,7 @@ def create_router(settings: ApiSettings | None = None) -> APIRouter:
     def _overview(request: Request, principal: Principal, root: str) -> Response:
         client = store(request)
         versions = queries.list_models(client, principal)
-        health = health_section.health_of(client, principal, [v["model"] for v in versions])
+        health = health_section.health_of(client, principal, [v["model"] for v in versions], settings)
         body = pages.overview_page(
             queries.overview(client, principal, by_version=True),
             versions,
@@ -363,7 +389,9 @@ def create_router(settings: ApiSettings | None = None) -> APIRouter:
             who=principal.name,
             llm_section=llm_section.section(client, principal, model, within),
             estimation_section=estimation_section.section(client, principal, model, within),
-            health_section=health_section.section(health_section.health_of(client, principal, [model])[model]),
+            health_section=health_section.section(
+                health_section.health_of(client, principal, [model], settings)[model]
+            ),
             analytics_drift=analytics_section.drift_section(client, principal, model, within),
             analytics_trends=analytics_section.trends_section(client, principal, model, within),
         )

@@ -8,6 +8,7 @@ its key. Example::
       report_sample_size: 5000
       report_seed: 0
       report_cache_dir: /var/cache/driftwarden/reports
+      alertmanager_url: http://alertmanager:9093   # firing alerts join each model's health (or prometheus_url)
       tokens:
         - {name: ops, token: "<32 random characters>"}
         - {name: bikes-team, token: "<...>", models: [bikes]}
@@ -28,6 +29,7 @@ from driftwarden.errors import UserError
 
 CONFIG_ENV = "DRIFTWARDEN_API_CONFIG"
 CACHE_ENV = "DRIFTWARDEN_REPORT_CACHE"
+ALERTMANAGER_ENV = "DRIFTWARDEN_ALERTMANAGER_URL"  # api.alertmanager_url when the file does not set it
 DEFAULT_CACHE_DIR = "driftwarden-reports"
 
 
@@ -41,6 +43,10 @@ class ApiSettings(BaseModel):
     report_seed: int = Field(default=0, ge=0)  # the sample is a function of (event ids, seed): reproducible
     report_cache_dir: str = DEFAULT_CACHE_DIR
     history_windows: int = Field(default=24, ge=2, le=1000)  # windows shown in sparklines and histories
+    # the firing alerts of a model join its health (detectors/health.py): an Alertmanager, else a Prometheus
+    alertmanager_url: str | None = Field(default=None, pattern=r"^https?://")
+    prometheus_url: str | None = Field(default=None, pattern=r"^https?://")
+    alerts_timeout_s: float = Field(default=1.0, gt=0, le=10)  # the page does not wait longer on them
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> ApiSettings:
@@ -53,8 +59,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     data: dict = {}
     if path:
         data = _read_section(Path(path))
-    if CACHE_ENV in env and "report_cache_dir" not in data:
-        data["report_cache_dir"] = env[CACHE_ENV]
+    data = with_environment(data, env)
     try:
         extra = parse_tokens_env(env.get(TOKENS_ENV, ""))
     except ValueError as exc:
@@ -93,3 +98,17 @@ def _read_section(path: Path) -> dict:
     if not isinstance(section, dict):
         raise UserError(f"{path}: api: expected a mapping (tokens, report_sample_size, ...)")
     return dict(section)
+
+
+def with_environment(data: dict, env: Mapping[str, str]) -> dict:
+    """The ``api:`` settings ``data`` with what the environment sets where the file is silent.
+
+    ``DRIFTWARDEN_REPORT_CACHE`` is ``report_cache_dir`` and ``DRIFTWARDEN_ALERTMANAGER_URL`` is
+    ``alertmanager_url``; ``driftwarden api`` and ``driftwarden up`` read them alike.
+    """
+    data = dict(data)
+    if CACHE_ENV in env and "report_cache_dir" not in data:
+        data["report_cache_dir"] = env[CACHE_ENV]
+    if env.get(ALERTMANAGER_ENV) and "alertmanager_url" not in data:
+        data["alertmanager_url"] = env[ALERTMANAGER_ENV]
+    return data

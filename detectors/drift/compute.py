@@ -286,12 +286,11 @@ def _compare_numeric(
                 "scales": [cells.TICKS / grids[n][1] for n in names],
             }
 
-        query = cells.compare(source, current, target)
-        for row in client.query(
-            query, parameters={**parameters(on_cells), **grid_parameters(on_cells)}
-        ).named_results():
-            rows[row["name"]] = _cell_row(row, profiles[row["name"]], grids[row["name"]][1])
-        add_bins(rows, cells.sturges(source, current, target), on_cells, grid_parameters)
+        for batch, per_feature in cells.feature_batches(on_cells, current_rows):
+            query = cells.compare(source, current, target, per_feature)
+            for row in client.query(query, parameters={**parameters(batch), **grid_parameters(batch)}).named_results():
+                rows[row["name"]] = _cell_row(row, profiles[row["name"]], grids[row["name"]][1])
+            add_bins(rows, cells.sturges(source, current, target, per_feature), batch, grid_parameters)
     return rows
 
 

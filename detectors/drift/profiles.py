@@ -140,7 +140,8 @@ def _build_cells(
     parameters: dict,
 ) -> None:
     """Fix each feature's cell grid from the window's first events (from all of them for a feature those do
-    not hold), then profile the window on it in one scan."""
+    not hold), then profile the window on it: in one scan, or one per batch of features
+    (:func:`cells.feature_batches`)."""
     moments: dict[str, tuple[float, float]] = {}
     for whole in (False, True):
         missing = [n for n in names if n not in moments]
@@ -148,17 +149,18 @@ def _build_cells(
             query = cells.sample_moments(source, reference, target, whole, cells.sample_events(len(names)))
             rows = client.query(query, parameters={**source.parameters(), "names": missing}).result_rows
             moments.update({name: (mean, std) for name, mean, std in rows})
-    grids = [cells.grid(*moments.get(n, (0.0, 0.0)), resolution) for n in names]
-    client.command(
-        cells.build_profiles(source, reference, target),
-        parameters={
-            **parameters,
-            "names": names,
-            "origins": [g[0] for g in grids],
-            "scales": [cells.TICKS / g[1] for g in grids],
-            "resolution": resolution,
-        },
-    )
+    grids = {n: cells.grid(*moments.get(n, (0.0, 0.0)), resolution) for n in names}
+    for batch, per_feature in cells.feature_batches(names, int(parameters["rows"])):
+        client.command(
+            cells.build_profiles(source, reference, target, per_feature),
+            parameters={
+                **parameters,
+                "names": batch,
+                "origins": [grids[n][0] for n in batch],
+                "scales": [cells.TICKS / grids[n][1] for n in batch],
+                "resolution": resolution,
+            },
+        )
 
 
 def _read(

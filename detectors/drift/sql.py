@@ -16,10 +16,15 @@ ECDFs at every point. Ties need no special care: between equal values the step
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from driftwarden.detectors.rows import WELL_FORMED
 from driftwarden.detectors.window import Window
+
+# WELL_FORMED on the arrays' sizes (their ``.size0`` subcolumns): with FINAL, ``length(num_values)`` read every value
+# of the arrays (0.8 CPU-s to count a 100,000-event window of 500 features), the sizes alone 0.02.
+WELL_FORMED_SIZES = re.sub(r"length\((\w+)\)", r"\1.size0", WELL_FORMED)
 
 # (names, values) of the pairs an event holds, per kind and target: the features' parallel arrays, or
 # the model's output (an empty label is no label).
@@ -52,7 +57,7 @@ class Source:
 
     def where(self, window: Window) -> str:
         version = " AND model_version = {model_version:String}" if self.model_version is not None else ""
-        return f"model = {{model:String}}{version} AND NOT is_replay AND {window.sql('ts')} AND {WELL_FORMED}"
+        return f"model = {{model:String}}{version} AND NOT is_replay AND {window.sql('ts')} AND {WELL_FORMED_SIZES}"
 
     def parameters(self) -> dict:
         params = {"model": self.model}
@@ -342,9 +347,19 @@ def remember_features() -> str:
 
 
 def discover(source: Source, window: Window) -> str:
-    """Feature names (numeric, categorical) and prediction presence in a window."""
+    """Feature names (numeric, categorical) and prediction presence in a window.
+
+    The names are found by ``DISTINCT`` over the ``ARRAY JOIN``ed LowCardinality names (grouped on their
+    dictionary positions): ``groupUniqArrayArray`` hashed every name's string, 6 times the CPU on a wide model.
+    """
+
+    def names(column: str) -> str:
+        return f"""(
+            SELECT arraySort(groupArray(toString(n)))
+            FROM (SELECT DISTINCT n FROM inferences FINAL ARRAY JOIN {column} AS n WHERE {source.where(window)}))"""
+
     return f"""
-        SELECT arraySort(groupUniqArrayArray(num_names)), arraySort(groupUniqArrayArray(cat_names)),
+        SELECT {names("num_names")}, {names("cat_names")},
                countIf(prediction IS NOT NULL), countIf(prediction_label != '')
         FROM inferences FINAL WHERE {source.where(window)}"""
 

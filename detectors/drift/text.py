@@ -33,6 +33,7 @@ import math
 
 from clickhouse_connect.driver.client import Client
 
+from driftwarden.detectors.drift import sql
 from driftwarden.detectors.drift.report import FeatureDrift
 from driftwarden.detectors.drift.selection import auto_method
 from driftwarden.detectors.drift.settings import DriftSettings, FeatureSpec
@@ -95,8 +96,9 @@ def _counts(client: Client, source: Source, window: Window, names: list[str]) ->
 
 
 def _window_rows(client: Client, source: Source, window: Window) -> int:
-    query = f"SELECT count() FROM inferences FINAL WHERE {source.where(window)}"
-    return int(client.query(query, parameters=source.parameters()).result_rows[0][0])
+    """Rows of the window (for the missing share): the one query of :func:`sql.window_rows` that the numeric
+    and categorical features use too (embedding features count them in their own scan)."""
+    return int(client.query(sql.window_rows(source, window), parameters=source.parameters()).result_rows[0][0])
 
 
 def sample(client: Client, source: Source, window: Window, name: str, limit: int) -> list[str]:

@@ -64,11 +64,22 @@ def needs_calibration(truth: np.ndarray, scores: np.ndarray, bins: int = 10, spl
     return _ece(y, s, edges) > _ece(y, c, edges)
 
 
-def fit_grid(truth: np.ndarray, scores: np.ndarray) -> list[float] | None:
-    """The calibration map on the grid, or None when the scores need no calibration."""
+def fit_grid(truth: np.ndarray, scores: np.ndarray, binned: np.ndarray | None = None) -> list[float] | None:
+    """The calibration map on the grid, or None when the scores need no calibration.
+
+    The decision is taken on ``truth``/``scores``; the map is fitted on them, or on ``binned`` when given:
+    rows (positives, sum of scores, count) per grid cell of every labelled reference row, fitted as a
+    weighted isotonic regression of the cells' share of positives on their mean score (PAV pools adjacent
+    rows; pooling the rows of one cell first changes the map only inside a cell)."""
     if not needs_calibration(truth, scores):
         return None
-    fitted = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(scores, truth)
+    regression = IsotonicRegression(out_of_bounds="clip", increasing=True)
+    if binned is not None and binned[2].sum() > 0:
+        used = binned[2] > 0
+        positives, sums, counts = binned[0][used], binned[1][used], binned[2][used]
+        fitted = regression.fit(sums / counts, positives / counts, sample_weight=counts)
+    else:
+        fitted = regression.fit(scores, truth)
     return [float(v) for v in fitted.predict(np.linspace(0.0, 1.0, GRID_CELLS + 1))]
 
 

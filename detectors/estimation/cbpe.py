@@ -15,12 +15,17 @@ estimation", NannyML 2022):
   precision, recall, F1 and ROC AUC are macro averages of the one-vs-rest estimates,
   accuracy = mean p of the predicted class.
 
-Scale: the sums are computed in ClickHouse over every prediction of the window (the calibration
-map is interpolated in SQL, see :mod:`.calibration`); ROC AUC groups the window by distinct score
-in SQL and runs the cumulative sum over those groups in SQL as well. Python receives a few numbers
-per window. The reference is read twice: the realized metrics of its chunks (SQL aggregates, for the
-thresholds) and a bounded uniform sample (default 200,000 labelled rows) for the calibration and the
-ROC AUC sampling error.
+Scale: a binary classifier's windows are read in one aggregate without labels — per window, cell of
+the calibration grid (4,096 cells of [0, 1]) and predicted class, the count and the sum of the scores.
+The calibration map is linear inside a cell, so a cell's calibrated probabilities sum to
+n g[c] + (g[c+1] - g[c]) (4096 sum(s) - n c), exactly what a per-row interpolation sums to; the cells
+are also the ROC AUC steps (rows of one cell count as tied: their calibrated probabilities differ by at
+most the map's rise over a cell). The reference is read once through its join with the labels: per
+chunk the input checks, the confusion counts and the exact realized ROC AUC (the thresholds), a
+uniform sample by event-id hash (default 50,000 labelled rows: NannyML's calibration test and the
+ROC AUC sampling error) and the per-cell histogram of every labelled row (the isotonic map).
+Multiclass windows are calibrated per row in SQL (the grid interpolated, see :mod:`.calibration`) with
+ROC AUC on 2^16 score steps. Python receives a few thousand numbers per window.
 
 Example (a store with scored, labelled January and scored February)::
 
@@ -41,15 +46,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from clickhouse_connect.driver.client import Client
+from sklearn.metrics import roc_auc_score
 
 from driftwarden.detectors.estimation import sampling
 from driftwarden.detectors.estimation.calibration import GRID_CELLS, fit_grid, sql_interpolate
-from driftwarden.detectors.estimation.inputs import SETTINGS, TRUTH, chunk_count, chunk_index, rows
+from driftwarden.detectors.estimation.inputs import (
+    SETTINGS,
+    TRUTH,
+    chunk_count,
+    chunk_index,
+    labels_observed_since,
+    rows,
+)
 from driftwarden.detectors.estimation.results import EstimateResult, window_hash
 from driftwarden.detectors.window import Window
 
 METRICS = ("roc_auc", "f1", "precision", "recall", "accuracy")
-SAMPLE_ROWS = 100_000
+SAMPLE_ROWS = 50_000
+CANDIDATE_LABELS = 100_000
 _IDENTITY = [i / GRID_CELLS for i in range(GRID_CELLS + 1)]
 
 
@@ -116,8 +130,14 @@ def _params(fit: CBPEFit | None, model: str, model_version: str | None, classes,
     return {"m": model, "v": model_version or "", "pos": positive or "", "classes": list(classes)}
 
 
-def _classes(client: Client, model: str, reference: Window, model_version: str | None) -> tuple[list[str], list[str]]:
-    """(classes among the reference labels, classes among its predicted labels and score names)."""
+def _classes(
+    client: Client, model: str, reference: Window, model_version: str | None, exact: bool = False
+) -> tuple[list[str], list[str]]:
+    """(classes among the reference labels, classes among its predicted labels and score names).
+
+    Unless ``exact``, the label classes are candidates read from the first ``CANDIDATE_LABELS`` labels observed
+    since the reference began, without a join; fit_cbpe verifies them on the whole reference (both held, no
+    other class) and asks for the exact set when they fail."""
     base = rows(
         reference, model_version, columns="i.prediction_label AS predicted, i.output_names AS names", labels=False
     )
@@ -126,6 +146,15 @@ def _classes(client: Client, model: str, reference: Window, model_version: str |
         f"SELECT groupUniqArrayIf(predicted, predicted != ''), groupUniqArrayArray(names) FROM {base}",
         parameters=params,
     ).result_rows[0]
+    # every label of the model observed since the reference began (no join): when they hold at most two
+    # classes, those are the candidates (fit_cbpe checks that the reference holds both); else the exact set
+    (candidates,) = client.query(
+        f"SELECT groupUniqArrayIf(3)(truth, truth != '') FROM (SELECT {TRUTH} AS truth FROM ground_truth "
+        f"WHERE model = {{m:String}} AND ts >= {{s:DateTime64(6, 'UTC')}} LIMIT {CANDIDATE_LABELS})",
+        parameters={**params, "s": reference.start},
+    ).result_rows[0]
+    if not exact and len(candidates) == 2:
+        return sorted(map(str, candidates)), sorted(set(map(str, predicted)) | set(map(str, names)))
     version = "" if model_version is None else "AND model_version = {v:String}"
     (truth,) = client.query(
         f"SELECT groupUniqArrayIf(truth, truth != '') FROM (SELECT {TRUTH} AS truth FROM ground_truth FINAL "
@@ -155,13 +184,14 @@ def fit_cbpe(
     positive_label: str | None = None,
     metrics: list[str] | None = None,
     sample_rows: int = SAMPLE_ROWS,
+    _exact_classes: bool = False,
 ) -> CBPEFit:
     """Fit CBPE on the labelled, scored ``reference``; ``chunk`` is the length of the windows to estimate."""
     metrics = list(metrics or METRICS)
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise EstimationError(f"CBPE estimates {', '.join(METRICS)}, not {', '.join(unknown)}")
-    truth_classes, output_classes = _classes(client, model, reference, model_version)
+    truth_classes, output_classes = _classes(client, model, reference, model_version, exact=_exact_classes)
     if len(truth_classes) < 2:
         raise EstimationError(
             f"the reference {reference} of model {model} has "
@@ -188,6 +218,28 @@ def fit_cbpe(
     )
     params = _params(None, model, model_version, classes, positive)
     base = rows(reference, model_version, columns=_columns(task))
+    if task == "binary":
+        found = _binary_reference(client, fit, base, params, sample_rows)
+        if found is None and _exact_classes:
+            raise EstimationError(
+                f"the reference {reference} of model {model} has scored, labelled rows of one class only: CBPE "
+                "calibrates on the reference and needs both classes among its scored predictions; ingest their "
+                "ground truth or choose another reference"
+            )
+        if found is None:  # the candidate classes were not the reference's: read them exactly
+            return fit_cbpe(
+                client,
+                model,
+                reference,
+                chunk,
+                model_version=model_version,
+                positive_label=positive_label,
+                metrics=metrics,
+                sample_rows=sample_rows,
+                _exact_classes=True,
+            )
+        per_chunk, sample_auc = found
+        return _thresholds(fit, per_chunk, sample_auc)
     n, _, problem = _input_problems(
         client,
         task,
@@ -203,52 +255,53 @@ def fit_cbpe(
     # bounded uniform sample of labelled reference rows (by event-id hash: no sort), for the calibration
     # and the ROC AUC sampling error
     keep = min(1.0, sample_rows / max(n, 1))
+    # the sample is drawn on both sides of the join (predictions and labels by the same event-id hash)
+    sampled = rows(
+        reference, model_version, columns=_columns(task), events=f"cityHash64(event_id) <= {int(keep * (2**64 - 1))}"
+    )
+    target = "truth = {pos:String}" if task == "binary" else "indexOf({classes:Array(String)}, truth)"
     sample = client.query(
         f"""
-        SELECT s, truth, {_yp(task)} AS yp FROM {base}
+        SELECT s, {target} FROM {sampled}
         WHERE has = 1 AND truth != '' AND {_has_score(task)}
-          AND cityHash64(event_id) <= {int(keep * (2**64 - 1))}
         LIMIT {int(sample_rows)}
         """,
         parameters=params,
         settings=SETTINGS,
-    ).result_rows
-    if len(sample) < 2:
+    ).result_columns
+    if not sample or len(sample[0]) < 2:
         raise EstimationError(f"the reference {reference} of model {model} has fewer than 2 scored, labelled rows")
-    fit.sample_rows = len(sample)
-    truth = np.array([str(r[1]) for r in sample])
-    if task == "binary":
-        scores = np.array([float(r[0]) for r in sample])
-        y = (truth == positive).astype(float)
-        grid = fit_grid(y, scores)
-        fit.grids, fit.calibrated = [grid or _IDENTITY], [grid is not None]
-        fit.components["roc_auc"] = sampling.auroc_component(scores, y)
-    else:
-        matrix = np.array([list(r[0]) for r in sample], dtype=float)
-        fit.components["roc_auc"] = []
-        for k, c in enumerate(classes):
-            y = (truth == c).astype(float)
-            grid = fit_grid(y, matrix[:, k])
-            fit.grids.append(grid or _IDENTITY)
-            fit.calibrated.append(grid is not None)
-            sigma, f = sampling.auroc_component(matrix[:, k], y)
-            fit.components["roc_auc"].append((sigma**2, f))
+    fit.sample_rows = len(sample[0])
+    matrix = np.array(sample[0], dtype=float)
+    truth = np.asarray(sample[1])
+    fit.components["roc_auc"] = []
+    for k in range(len(classes)):
+        y = (truth == k + 1).astype(float)
+        grid = fit_grid(y, matrix[:, k])
+        fit.grids.append(grid or _IDENTITY)
+        fit.calibrated.append(grid is not None)
+        sigma, f = sampling.auroc_component(matrix[:, k], y)
+        fit.components["roc_auc"].append((sigma**2, f))
 
     # realized metrics per reference chunk (and over the whole reference), in SQL
     # chunk k is group k + 1, the whole reference group 0 (one pass: GROUPING SETS)
     per_chunk = _realized(
         client, task, base, params, classes, positive, group=f"{chunk_index(reference, chunk)} + 1", total=True
     )
-    fit.chunks = chunk_count(reference, chunk)
+    fit.components.update(sampling.multiclass_components(per_chunk.get(0, {}).get("_matrix")))
+    return _thresholds(fit, per_chunk, None)
+
+
+def _thresholds(fit: CBPEFit, per_chunk: dict[int, dict], roc_auc: float | None) -> CBPEFit:
+    """The reference values (group 0), the thresholds from the chunks (groups 1..) and the notes."""
+    chunk, metrics = fit.chunk, fit.metrics
+    fit.chunks = chunk_count(fit.reference, chunk)
     values = {m: [per_chunk[k][m] for k in range(1, fit.chunks + 1) if k in per_chunk] for m in metrics}
     whole = per_chunk.get(0, {})
     fit.reference_rows = int(whole.get("_labelled", 0))
     fit.reference_values = {m: whole.get(m, math.nan) for m in metrics}
-    matrix = whole.get("_matrix")
-    if task == "binary":
-        fit.components.update(sampling.binary_components(*whole["_counts"]))
-    else:
-        fit.components.update(sampling.multiclass_components(matrix))
+    if roc_auc is not None and "roc_auc" in metrics:
+        fit.reference_values["roc_auc"] = roc_auc
     if fit.chunks < 2:
         fit.notes.append(
             f"the reference holds {fit.chunks} window(s) of {chunk}: thresholds need at least 2; "
@@ -259,6 +312,83 @@ def fit_cbpe(
             sampling.thresholds(values[m], 0.0, 1.0) if fit.chunks >= 2 else (math.nan, math.nan)
         )
     return fit
+
+
+def _binary_reference(
+    client: Client, fit: CBPEFit, base: str, params: dict, sample_rows: int
+) -> tuple[dict[int, dict], float] | None:
+    """Everything a binary CBPE learns from its reference, in one pass over the labelled reference.
+
+    Per reference chunk: the input checks, the realized confusion counts and the exact realized ROC AUC
+    (for the thresholds), and the chunk's share of the calibration sample (labelled rows whose event-id hash
+    falls under a bound: uniform, no sort). Fills the calibration and the sampling-error components of ``fit``
+    and returns the realized metrics per chunk (group 0: the whole reference) with the ROC AUC of the sample;
+    None when the candidate classes of :func:`_classes` are not the reference's."""
+    reference, model, classes, positive = fit.reference, fit.model, fit.classes, fit.positive
+    version = "" if fit.model_version is None else " AND model_version = {v:String}"
+    (approximate,) = client.query(  # no FINAL, no join: only the sample's share needs it
+        f"SELECT count() FROM inferences WHERE model = {{m:String}} AND {reference.sql()}{version}",
+        parameters=params,
+    ).result_rows[0]
+    bound = int(min(1.0, sample_rows / max(approximate, 1)) * (2**64 - 1))
+    labelled = "has = 1 AND truth != '' AND NOT isNaN(s)"
+    found = client.query(
+        f"""
+        SELECT g, count(), countIf(has = 1 AND truth != ''), countIf(NOT isNaN(s)), countIf(s < 0 OR s > 1),
+               minIf(s, NOT isNaN(s)), maxIf(s, NOT isNaN(s)),
+               groupUniqArrayIf(5)(predicted, predicted != '' AND NOT has({{classes:Array(String)}}, predicted)),
+               countIf(l AND NOT has({{classes:Array(String)}}, truth)),
+               countIf(l AND y AND yp), countIf(l AND NOT y AND yp), countIf(l AND y AND NOT yp),
+               countIf(l AND NOT y AND NOT yp), countIf(l AND y), countIf(l AND NOT y),
+               arrayAUC(groupArrayIf(x, l), groupArrayIf(y, l)),
+               groupArrayIf(x, l AND sampled), groupArrayIf(y, l AND sampled),
+               sumResample(0, {GRID_CELLS}, 1)(y, c), sumResample(0, {GRID_CELLS}, 1)(x, c),
+               countResample(0, {GRID_CELLS}, 1)(c)
+        FROM (SELECT {chunk_index(reference, fit.chunk)} + 1 AS g, s, predicted, truth, has,
+                     {labelled} AS l, toUInt8(truth = {{pos:String}}) AS y, {_yp("binary")} AS yp,
+                     toFloat64(s) AS x, cityHash64(event_id) <= {bound} AS sampled,
+                     if(l AND x >= 0 AND x <= 1, least(toUInt32(x * {GRID_CELLS}), {GRID_CELLS - 1}), {GRID_CELLS}) AS c
+              FROM {base})
+        GROUP BY g ORDER BY g
+        """,
+        parameters=params,
+        settings=SETTINGS,
+    ).result_rows
+    n = sum(r[1] for r in found)
+    scored, bad = sum(r[3] for r in found), sum(r[4] for r in found)
+    low = min((r[5] for r in found if r[3]), default=0.0)
+    high = max((r[6] for r in found if r[3]), default=0.0)
+    unseen = sorted({c for r in found for c in r[7]})[:5]
+    problem = _message("binary", "the reference", reference, n, scored, bad, low, high, unseen, classes)
+    if problem:
+        raise EstimationError(problem)
+    tp, fp, fn, tn = (sum(r[k] for r in found) for k in (9, 10, 11, 12))
+    if sum(r[8] for r in found) or not (tp + fn and fp + tn):
+        return None  # another class in the reference, or one of the candidates missing from it
+    scores = np.concatenate([np.asarray(r[16], dtype=float) for r in found])[:sample_rows]
+    y = np.concatenate([np.asarray(r[17], dtype=float) for r in found])[:sample_rows]
+    if len(scores) < 2:
+        raise EstimationError(f"the reference {reference} of model {model} has fewer than 2 scored, labelled rows")
+    fit.sample_rows = len(scores)
+    # the calibration: decided on the sample (NannyML's test), fitted on every labelled reference row, binned
+    # into the grid's cells (their mean score, share positive and count: a weighted isotonic regression)
+    cells = np.zeros((3, GRID_CELLS))
+    for r in found:
+        cells += np.asarray(r[18:21], dtype=float)
+    grid = fit_grid(y, scores, binned=cells)
+    fit.grids, fit.calibrated = [grid or _IDENTITY], [grid is not None]
+    fit.components["roc_auc"] = sampling.auroc_component(scores, y)
+    fit.components.update(sampling.binary_components(tp, fp, fn, tn))
+    counts, auc_rows = [], []
+    for r in found:
+        g, (c_tp, c_fp, c_fn, c_tn, pos, neg, auc) = r[0], r[9:16]
+        counts += [(g, positive, 1, c_tp), (g, "", 1, c_fp), (g, positive, 0, c_fn), (g, "", 0, c_tn)]
+        auc_rows.append((g, 0, pos, neg, auc))
+    counts += [(0, positive, 1, tp), (0, "", 1, fp), (0, positive, 0, fn), (0, "", 0, tn)]
+    # the reference's realized ROC AUC, shown beside the estimates: exact on the sample (every labelled
+    # reference row up to sample_rows); over millions of rows a second sort would cost more than the estimate
+    sample_auc = float(roc_auc_score(y, scores)) if 0 < y.sum() < len(y) else math.nan
+    return _metrics("binary", classes, positive, counts, auc_rows), sample_auc
 
 
 def _input_problems(
@@ -327,24 +457,25 @@ def _realized(
     also over every row, as group 0."""
     labelled = f"has = 1 AND truth != '' AND {_has_score(task)}"
     by_counts = "GROUPING SETS ((g, truth, yp), (truth, yp))" if total else "g, truth, yp"
-    by_auc = "GROUPING SETS ((g), ())" if total else "g"
+    by_auc = "GROUPING SETS ((g), ())" if total and task != "binary" else "g"
     by_class = "GROUPING SETS ((g, k), (k))" if total else "g, k"
     if task == "binary":  # one pass: the confusion counts and ROC AUC per group
         counts, auc_rows = [], []
         for g, tp, fp, fn, tn, pos, neg, auc in client.query(
             f"""
-            SELECT {group} AS g,
-                   countIf(truth = {{pos:String}} AND yp = 1), countIf(truth != {{pos:String}} AND yp = 1),
-                   countIf(truth = {{pos:String}} AND yp = 0), countIf(truth != {{pos:String}} AND yp = 0),
-                   countIf(truth = {{pos:String}}), countIf(truth != {{pos:String}}),
-                   arrayAUC(groupArray(toFloat64(s)), groupArray(truth = {{pos:String}}))
-            FROM (SELECT *, {_yp(task)} AS yp FROM {base} WHERE {labelled}) GROUP BY {by_auc}
+            SELECT g, countIf(y AND yp), countIf(NOT y AND yp), countIf(y AND NOT yp), countIf(NOT y AND NOT yp),
+                   countIf(y), countIf(NOT y), arrayAUC(groupArray(x), groupArray(y))
+            FROM (SELECT {group} AS g, toUInt8(truth = {{pos:String}}) AS y, {_yp(task)} AS yp, toFloat64(s) AS x
+                  FROM {base} WHERE {labelled})
+            GROUP BY {by_auc}
             """,
             parameters=params,
             settings=SETTINGS,
         ).result_rows:
             counts += [(g, positive, 1, tp), (g, "", 1, fp), (g, positive, 0, fn), (g, "", 0, tn)]
             auc_rows.append((g, 0, pos, neg, auc))
+            if total:  # the whole reference: the groups' counts summed (its ROC AUC: fit_cbpe, from the sample)
+                counts += [(0, positive, 1, tp), (0, "", 1, fp), (0, positive, 0, fn), (0, "", 0, tn)]
         return _metrics(task, classes, positive, counts, auc_rows)
     counts = client.query(
         f"SELECT {group} AS g, truth, {_yp(task)} AS yp, count() FROM {base} WHERE {labelled} GROUP BY {by_counts}",
@@ -441,22 +572,28 @@ def _calibrated(task: str, classes: int) -> str:
     )
 
 
-def estimate_cbpe(client: Client, fit: CBPEFit, current: Window) -> list[EstimateResult]:
-    """Estimated metrics of ``current`` (one result per metric), with realized values where labels exist."""
-    return estimate_cbpe_windows(client, fit, [current])
+def estimate_cbpe(client: Client, fit: CBPEFit, current: Window, *, where: str = "1") -> list[EstimateResult]:
+    """Estimated metrics of ``current`` (one result per metric), with realized values where labels exist;
+    ``where`` (SQL over ``inferences``) keeps a segment's predictions only."""
+    return estimate_cbpe_windows(client, fit, [current], where=where)
 
 
-def estimate_cbpe_windows(client: Client, fit: CBPEFit, windows: Sequence[Window]) -> list[EstimateResult]:
+def estimate_cbpe_windows(
+    client: Client, fit: CBPEFit, windows: Sequence[Window], *, where: str = "1"
+) -> list[EstimateResult]:
     """:func:`estimate_cbpe` of several windows in one pass over their rows (one query per kind of aggregate)."""
     windows = list(windows)
     if not windows:
         return []
     params = {**_params(fit, fit.model, fit.model_version, fit.classes, fit.positive), "grids": fit.grids}
-    base = rows(windows, fit.model_version, columns=_columns(fit.task))
+    base = rows(windows, fit.model_version, columns=_columns(fit.task), where=where)
+    labels = labels_observed_since(client, fit.model, min(w.start for w in windows))
+    if fit.task == "binary":
+        return _binary_windows(client, fit, windows, params, base if labels else None, where)
     checks = _input_problems(client, fit.task, base, params, fit.classes, windows, what="window")
     usable = [k for k, (_, _, problem) in enumerate(checks, start=1) if not problem]
     # the calibration grids are bound once per query (WITH), not once per use; estimates read no labels
-    unlabelled = rows(windows, fit.model_version, columns=_columns(fit.task), labels=False)
+    unlabelled = rows(windows, fit.model_version, columns=_columns(fit.task), labels=False, where=where)
     scored = (
         "(WITH {grids:Array(Array(Float64))} AS grids, grids[1] AS grid "
         f"SELECT w, s, {_yp(fit.task)} AS yp, {_calibrated(fit.task, len(fit.classes))} FROM {unlabelled} "
@@ -470,6 +607,10 @@ def estimate_cbpe_windows(client: Client, fit: CBPEFit, windows: Sequence[Window
     realized: dict[int, dict] = {}
     if any(labelled for _, labelled, _ in checks):
         realized = _realized(client, fit.task, base, params, fit.classes, fit.positive, group="w")
+    return _window_results(fit, windows, checks, estimates, realized)
+
+
+def _window_results(fit: CBPEFit, windows: list[Window], checks: list, estimates: dict, realized: dict) -> list:
     out = []
     for k, (current, (n, labelled, problem)) in enumerate(zip(windows, checks, strict=True), start=1):
         used, values = estimates.get(k, (0, {}))
@@ -526,6 +667,108 @@ def _sampling_error(fit: CBPEFit, metric: str, n: int) -> float:
         sigma, fraction = component
         return sampling.standard_error(sigma, fraction, n)
     return sampling.multiclass_standard_error(component, n, factor=1.2 if metric == "roc_auc" else 1.0)
+
+
+# Binary windows in one scan of their predictions: per window, calibration-grid cell of the score and predicted
+# class, the count and the sum of the scores. Within a grid cell the calibration map is linear, so the calibrated
+# probabilities of a cell sum to n g[c] + (g[c+1] - g[c]) (G sum(s) - n c), exactly what a per-row
+# interpolation sums to; the cells are also the ROC AUC steps (rows in one cell count as tied: their calibrated
+# probabilities differ by at most the map's rise over 1/4096, and only pairs inside one cell are affected).
+_NAN_CELL, _BAD_CELL = GRID_CELLS + 1, GRID_CELLS + 2
+_STRIDE = (GRID_CELLS + 3) * 4
+
+
+def _binary_windows(
+    client: Client, fit: CBPEFit, windows: list[Window], params: dict, labelled_base: str | None, where: str
+) -> list[EstimateResult]:
+    """:func:`estimate_cbpe_windows` of a binary classifier: one aggregate over the windows' predictions (no
+    label is read unless labels were observed since the first window began; then the realized metrics too)."""
+    unlabelled = rows(windows, fit.model_version, columns=_columns("binary"), labels=False, where=where)
+    cell = (
+        f"if(isNaN(s), {_NAN_CELL}, if(s < 0 OR s > 1, {_BAD_CELL}, least(toUInt32(s * {GRID_CELLS}), "
+        f"{GRID_CELLS - 1})))"
+    )
+    predicted = "if(predicted = '', 3, indexOf({classes:Array(String)}, predicted))"
+    key, count, total = client.query(
+        f"SELECT w * {_STRIDE} + {cell} * 4 + {predicted} AS k, count(), sum(if(isNaN(s), 0, s)) "
+        f"FROM {unlabelled} GROUP BY k",
+        parameters=params,
+        settings=SETTINGS,
+    ).result_columns or ([], [], [])
+    key, count, total = np.asarray(key, dtype=np.int64), np.asarray(count, dtype=float), np.asarray(total, dtype=float)
+    window, cells, code = key // _STRIDE, key % _STRIDE // 4, key % 4
+    if labelled_base is not None:
+        checks = _input_problems(client, "binary", labelled_base, params, fit.classes, windows, what="window")
+    else:
+        checks = _histogram_checks(client, fit, windows, params, unlabelled, window, cells, code, count)
+    estimates = {}
+    grid = np.asarray(fit.grids[0])
+    positive = fit.classes.index(fit.positive) + 1
+    for k, (_, _, problem) in enumerate(checks, start=1):
+        mine = (window == k) & (cells < GRID_CELLS)
+        if problem or not mine.any():
+            continue
+        c, n, total_s = cells[mine], count[mine], total[mine]
+        p = n * grid[c] + (grid[c + 1] - grid[c]) * (GRID_CELLS * total_s - n * c)
+        yp = np.where(code[mine] == 3, c >= GRID_CELLS // 2, code[mine] == positive)
+        tp, fp = p[yp].sum(), (n - p)[yp].sum()
+        fn, tn = p[~yp].sum(), (n - p)[~yp].sum()
+        used = n.sum()
+        estimates[k] = (
+            int(used),
+            {
+                "roc_auc": _auc_of_cells(c, p, n - p),
+                "f1": tp / (tp + 0.5 * (fp + fn)) if tp + 0.5 * (fp + fn) else 0.0,
+                "precision": tp / (tp + fp) if tp + fp else 0.0,
+                "recall": tp / (tp + fn) if tp + fn else 0.0,
+                "accuracy": (tp + tn) / used,
+            },
+        )
+    realized: dict[int, dict] = {}
+    if labelled_base is not None and any(labelled for _, labelled, _ in checks):
+        realized = _realized(client, "binary", labelled_base, params, fit.classes, fit.positive, group="w")
+    return _window_results(fit, windows, checks, estimates, realized)
+
+
+def _auc_of_cells(cells: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> float:
+    """Estimated ROC AUC from expected positives and negatives per score cell (cells may repeat)."""
+    size = GRID_CELLS
+    sp = np.bincount(cells, weights=positive, minlength=size)[::-1]  # descending score
+    sf = np.bincount(cells, weights=negative, minlength=size)[::-1]
+    pos, neg = sp.sum(), sf.sum()
+    if pos <= 0 or neg <= 0:
+        return math.nan
+    return float((sf * (np.cumsum(sp) - sp / 2)).sum() / (pos * neg))
+
+
+def _histogram_checks(client, fit, windows, params, unlabelled, window, cells, code, count) -> list:
+    """:func:`_input_problems` of unlabelled windows from the histogram; the rare details (score range,
+    unseen class names) are read only for a window that needs them."""
+    out, details = [], {}
+    need = [
+        k for k in range(1, len(windows) + 1) if count[(window == k) & ((cells == _BAD_CELL) | (code == 0))].sum() > 0
+    ]
+    if need:
+        details = {
+            int(r[0]): r[1:]
+            for r in client.query(
+                f"""
+                SELECT w, minIf(s, NOT isNaN(s)), maxIf(s, NOT isNaN(s)),
+                       groupUniqArrayIf(5)(predicted, predicted != '' AND NOT has({{classes:Array(String)}}, predicted))
+                FROM {unlabelled} WHERE w IN {{need:Array(UInt32)}} GROUP BY w
+                """,
+                parameters={**params, "need": need},
+                settings=SETTINGS,
+            ).result_rows
+        }
+    for k, current in enumerate(windows, start=1):
+        mine = window == k
+        n = int(count[mine].sum())
+        scored = int(count[mine & (cells <= GRID_CELLS)].sum() + count[mine & (cells == _BAD_CELL)].sum())
+        bad = int(count[mine & (cells == _BAD_CELL)].sum())
+        low, high, unseen = details.get(k, (0.0, 0.0, []))
+        out.append((n, 0, _message("binary", "window", current, n, scored, bad, low, high, unseen, fit.classes)))
+    return out
 
 
 # ROC AUC steps: scores on 2^16 cells of [0, 1] (equal scores are one step, as in the exact curve). Rows in one

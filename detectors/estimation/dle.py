@@ -170,11 +170,12 @@ def fit_dle(
 
 
 def estimate_dle(
-    client: Client, fit: DLEFit, current: Window, *, sample_rows: int = SAMPLE_ROWS
+    client: Client, fit: DLEFit, current: Window, *, sample_rows: int = SAMPLE_ROWS, where: str = "1"
 ) -> list[EstimateResult]:
-    """Estimated MAE / RMSE of ``current`` (one result per metric), with realized values where labels exist."""
+    """Estimated MAE / RMSE of ``current`` (one result per metric), with realized values where labels exist;
+    ``where`` (SQL over ``inferences``) keeps a segment's predictions only."""
     params = {"m": fit.model, "v": fit.model_version or ""}
-    base = rows(current, fit.model_version, columns=_COLUMNS)
+    base = rows(current, fit.model_version, columns=_COLUMNS, where=where)
     n, predicted, labelled = client.query(
         f"SELECT count(), countIf(prediction IS NOT NULL), countIf(has = 1 AND value IS NOT NULL) FROM {base}",
         parameters=params,

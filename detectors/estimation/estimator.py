@@ -75,8 +75,8 @@ def fit_estimator(
     )
 
 
-def estimate(client: Client, fit: CBPEFit | DLEFit, current: Window) -> list[EstimateResult]:
-    """The estimates of ``current`` with the fitted estimator."""
+def estimate(client: Client, fit: CBPEFit | DLEFit, current: Window, *, where: str = "1") -> list[EstimateResult]:
+    """The estimates of ``current`` with the fitted estimator (of the predictions ``where`` selects: a segment)."""
     if isinstance(fit, DLEFit):
-        return estimate_dle(client, fit, current)
-    return estimate_cbpe(client, fit, current)
+        return estimate_dle(client, fit, current, where=where)
+    return estimate_cbpe(client, fit, current, where=where)

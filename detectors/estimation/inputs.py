@@ -11,7 +11,8 @@ Where a model's outputs live in ``inferences``:
 * regressors: ``prediction``, and the features in ``num_names``/``num_values``, ``cat_names``/``cat_values``.
 
 The ground truth of a classifier is ``label``; a numeric label (an ingested 0/1 column) is read as
-its integer text, so ``1.0`` and ``"1"`` are the same class.
+its integer text, so ``1.0`` and ``"1"`` are the same class. Labels are read from the first window's
+start on by their observation time (``ground_truth.ts``): an outcome is observed after its prediction.
 """
 
 from __future__ import annotations
@@ -31,41 +32,80 @@ TRUTH = (
 )
 
 
-def rows(windows: Window | Sequence[Window], model_version: str | None, *, columns: str, labels: bool = True) -> str:
+def rows(
+    windows: Window | Sequence[Window],
+    model_version: str | None,
+    *,
+    columns: str,
+    labels: bool = True,
+    events: str = "1",
+    where: str = "1",
+) -> str:
     """Predictions of ``windows`` (replays excluded) left-joined to their latest label; ``columns`` from ``i``.
+
+    The columns are computed before the join, so only they travel through its sort.
 
     The result has the given columns plus ``w`` (the 1-based index of the window a row falls in),
     ``truth`` (the class or ''), ``value`` (the numeric outcome) and ``has`` (1 when labelled); with
     ``labels=False`` no label is read (``has`` = 0). Parameters: ``{m:String}`` and, with a version,
-    ``{v:String}``. Run the query with :data:`SETTINGS` (the join is a sort-merge join).
+    ``{v:String}``. Run the query with :data:`SETTINGS` (the join is a sort-merge join). ``events`` is an SQL
+    condition on ``event_id`` applied to predictions and labels alike (a sample by event-id hash); ``where`` a
+    condition on the predictions only (a segment).
     """
     windows = [windows] if isinstance(windows, Window) else list(windows)
     span = Window(min(w.start for w in windows), max(w.end for w in windows))
-    if len(windows) == 1:
-        index = "1"
-    else:
-        starts = ", ".join(str(micros(w.start)) for w in windows)
-        ends = ", ".join(str(micros(w.end)) for w in windows)
-        index = (
-            f"arrayFirstIndex((a, b) -> toUnixTimestamp64Micro(ts) >= a AND toUnixTimestamp64Micro(ts) < b, "
-            f"[{starts}], [{ends}])"
-        )
+    index = window_index(windows)
     version = "" if model_version is None else "AND model_version = {v:String}"
-    selected = f"model = {{m:String}} AND NOT is_replay AND {span.sql()} {version} AND {index} > 0"
+    selected = (
+        f"model = {{m:String}} AND NOT is_replay AND {span.sql()} {version} AND {index} > 0 AND {events} AND ({where})"
+    )
     if not labels:
         return f"""
-        (SELECT {columns}, i.w AS w, '' AS truth, CAST(NULL, 'Nullable(Float64)') AS value, toUInt8(0) AS has
-         FROM (SELECT *, {index} AS w FROM inferences FINAL WHERE {selected}) AS i)
+        (SELECT {columns}, {index} AS w, '' AS truth, CAST(NULL, 'Nullable(Float64)') AS value, toUInt8(0) AS has
+         FROM inferences AS i FINAL WHERE {selected})
         """
-    # only the labels of the windows' events are read: the join's right side stays as small as the windows
+    # only labels observed from the first window's start on are read (an outcome is observed after its
+    # prediction): the join's right side stays about as small as the windows, without a set of their event ids
     return f"""
-        (SELECT {columns}, i.w AS w, g.truth AS truth, g.value AS value, g.has AS has
-         FROM (SELECT *, {index} AS w FROM inferences FINAL WHERE {selected}) AS i
+        (SELECT i.* EXCEPT (_event), g.truth AS truth, g.value AS value, g.has AS has
+         FROM (SELECT {columns}, {index} AS w, i.event_id AS _event FROM inferences AS i FINAL WHERE {selected}) AS i
          LEFT JOIN (SELECT event_id, {TRUTH} AS truth, value, toUInt8(1) AS has
                     FROM ground_truth FINAL
-                    WHERE model = {{m:String}} AND event_id IN (SELECT event_id FROM inferences WHERE {selected})) AS g
-         ON i.event_id = g.event_id)
+                    WHERE model = {{m:String}} AND ts >= fromUnixTimestamp64Micro({micros(span.start)}, 'UTC')
+                      AND {events}) AS g
+         ON i._event = g.event_id)
     """
+
+
+def labels_observed_since(client, model: str, start: dt.datetime) -> bool:
+    """Whether any label of ``model`` was observed at or after ``start`` (a cheap test before a join)."""
+    return bool(
+        client.query(
+            "SELECT count() > 0 FROM ground_truth WHERE model = {m:String} AND ts >= {s:DateTime64(6, 'UTC')}",
+            parameters={"m": model, "s": start},
+        ).result_rows[0][0]
+    )
+
+
+def window_index(windows: Sequence[Window], column: str = "ts") -> str:
+    """SQL: the 1-based index of the window of ``windows`` that ``column`` falls in (0: none).
+
+    Contiguous windows of one length (a catch-up, a range of days) get an integer division; any other
+    list a search of the window bounds."""
+    if len(windows) == 1:
+        return "1"
+    length = windows[0].end - windows[0].start
+    if all(w.end - w.start == length for w in windows) and all(
+        a.end == b.start for a, b in zip(windows, windows[1:], strict=False)
+    ):
+        size = micros(windows[0].start + length) - micros(windows[0].start)
+        return f"(intDiv(toUnixTimestamp64Micro({column}) - {micros(windows[0].start)}, {size}) + 1)"
+    starts = ", ".join(str(micros(w.start)) for w in windows)
+    ends = ", ".join(str(micros(w.end)) for w in windows)
+    return (
+        f"arrayFirstIndex((a, b) -> toUnixTimestamp64Micro({column}) >= a AND toUnixTimestamp64Micro({column}) < b, "
+        f"[{starts}], [{ends}])"
+    )
 
 
 def chunk_index(reference: Window, length: dt.timedelta, column: str = "ts") -> str:

@@ -47,7 +47,8 @@ class ComponentShare(DriftMethod):
 
     def score(self, data: EmbeddingSample, threshold: float | None = None) -> ExplainedScore:
         threshold = self._threshold(threshold)
-        distances = normalised_wasserstein(np.asarray(data.reference), np.asarray(data.current))
+        reference = np.asarray(data.reference, dtype=np.float64)  # Float32 samples: distances in Float64
+        distances = normalised_wasserstein(reference, np.asarray(data.current, dtype=np.float64))
         drifted = distances >= self.component_threshold
         share = float(drifted.mean()) if len(distances) else 0.0
         top = np.argsort(-distances, kind="stable")[:10]

@@ -15,9 +15,28 @@ Explained by the words with the largest positive (current) and negative (referen
 and by the test documents the classifier is most sure about.
 
 Embeddings (Evidently's ``ModelDriftMethod``, the default of ``EmbeddingsDrift``): the vectors
-into an ``SGDClassifier(loss="log_loss", random_state=42)`` with the reference labelled 1;
+into an ``SGDClassifier(loss="log_loss", random_state=42)`` with the reference labelled 1, in the
+dtype they come in (Float32 as stored: Evidently trains on Float32 too when its frames are Float32);
 drift when AUC > 0.55, or, for references below 1000 rows, above the 95th percentile of 100
 random scorers (seeds 0..99).
+
+A classifier trained on a sample is weaker than one trained on the whole windows (in 384
+dimensions, 2,000 vectors per window learn much less than 100,000), so its AUC is biased low. A
+first, small sample therefore decides alone only when it is clear (:func:`undecided`): its AUC is
+more than two standard errors (Hanley–McNeil) from the threshold, and, when it says "no drift",
+the whole windows' means do not differ either. The mean-shift screen sums the squared z-scores of
+the ``d`` per-component mean differences (means over the whole windows from SQL, variances from the
+samples),
+
+    T = sum_j (mean_cur_j - mean_ref_j)^2 / (var_ref_j / n_ref + var_cur_j / n_cur),
+
+whose null distribution, the components being correlated (correlation matrix ``R``, estimated
+from the pooled samples and corrected for the sampling bias of ``r^2``), is approximated by a
+scaled chi-squared (Satterthwaite): ``T ~ c chi2(nu)``, ``c = tr(R^2) / d``, ``nu = d^2 / tr(R^2)``.
+A linear classifier can only do better than chance when the means differ, so a first sample that
+says "no drift" while the screen's p-value is below 0.01 is undecided. Undecided samples are
+replaced by the larger sample (the whole window up to ``embedding_sample_rows``), whose verdict is
+final.
 
 Reference: Rabanser, Günnemann, Lipton, "Failing Loudly: An Empirical Study of Methods for
 Detecting Dataset Shift", NeurIPS 2019 (domain classifiers); Evidently 0.7.23,
@@ -33,6 +52,7 @@ Detecting Dataset Shift", NeurIPS 2019 (domain classifiers); Evidently 0.7.23,
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import numpy as np
@@ -110,14 +130,16 @@ class DomainClassifier(DriftMethod):
         from sklearn.linear_model import SGDClassifier
         from sklearn.metrics import roc_auc_score
 
-        vectors = np.vstack([data.reference, data.current])
+        vectors = np.vstack([data.reference, data.current])  # keeps Float32
         labels = np.concatenate([np.ones(len(data.reference), int), np.zeros(len(data.current), int)])
         x_train, x_test, y_train, y_test = _split(vectors, labels)
+        del vectors
         classifier = SGDClassifier(loss="log_loss", random_state=42)
         classifier.fit(x_train, y_train)
         auc = float(roc_auc_score(y_test, classifier.predict_proba(x_test)[:, 1]))
         bootstrap = self.bootstrap if self.bootstrap is not None else data.reference_rows < EMBEDDING_BOOTSTRAP_ROWS
-        details: dict = {}
+        positives = int(np.sum(y_test))
+        details: dict = {"auc_standard_error": auc_standard_error(auc, positives, len(y_test) - positives)}
         if bootstrap:
             threshold = float(np.percentile(_random_aucs(y_test, list(range(100))), 100 * self.bootstrap_quantile))
             details["bootstrap"] = {"random_classifiers": 100, "quantile": self.bootstrap_quantile}
@@ -133,6 +155,61 @@ class DomainClassifier(DriftMethod):
             effect_size=max(0.0, 2 * auc - 1),
             details=details,
         )
+
+
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """Hanley–McNeil standard error of a ROC AUC measured on ``positives`` + ``negatives`` rows:
+
+    SE^2 = (A(1-A) + (n1-1)(Q1-A^2) + (n0-1)(Q2-A^2)) / (n1 n0),  Q1 = A/(2-A),  Q2 = 2A^2/(1+A)
+
+    (Hanley, McNeil, "The meaning and use of the area under a ROC curve", Radiology 143, 1982)."""
+    if positives < 1 or negatives < 1:
+        return math.inf
+    a = auc
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    variance = (a * (1 - a) + (positives - 1) * (q1 - a * a) + (negatives - 1) * (q2 - a * a)) / (positives * negatives)
+    return math.sqrt(max(variance, 0.0))
+
+
+def mean_shift_p_value(data: EmbeddingSample) -> float:
+    """P-value of the screen ``T = sum_j z_j^2`` for equal means of the whole windows (module docstring):
+    means and row counts of the whole windows, variances and correlations from the samples."""
+    from scipy.stats import chi2
+
+    ref, cur = np.asarray(data.reference, dtype=np.float64), np.asarray(data.current, dtype=np.float64)
+    if len(ref) < 3 or len(cur) < 3:
+        return 1.0
+    var_ref, var_cur = ref.var(axis=0, ddof=1), cur.var(axis=0, ddof=1)
+    spread = var_ref / data.reference_rows + var_cur / data.current_rows
+    keep = spread > 0
+    d = int(keep.sum())
+    if d == 0:
+        return 1.0
+    diff = np.asarray(data.current_mean, dtype=np.float64) - np.asarray(data.reference_mean, dtype=np.float64)
+    statistic = float(np.sum(diff[keep] ** 2 / spread[keep]))
+    centred = np.vstack([ref - ref.mean(axis=0), cur - cur.mean(axis=0)])[:, keep]
+    covariance = centred.T @ centred
+    scale = np.sqrt(np.diag(covariance))
+    r2 = float(np.sum((covariance / np.outer(scale, scale)) ** 2))
+    trace_r2 = d + max(0.0, r2 - d - d * (d - 1) / len(centred))  # E[r_hat^2] ~ r^2 + 1/n off the diagonal
+    c, nu = trace_r2 / d, d * d / trace_r2
+    return float(chi2.sf(statistic / c, nu))
+
+
+def undecided(score: ExplainedScore, data: EmbeddingSample, alpha: float = 0.01) -> str | None:
+    """Why a domain classifier's verdict on a sample smaller than its windows needs a larger sample, or
+    ``None`` when it is clear (module docstring): within two standard errors of the threshold, or "no
+    drift" while the whole windows' means differ (screen p-value below ``alpha``)."""
+    if "bootstrap" in score.details:
+        return None
+    error = score.details.get("auc_standard_error", math.inf)
+    if abs(score.statistic - score.threshold) < 2 * error:
+        return f"ROC AUC {score.statistic:.4f} within two standard errors ({error:.4f}) of {score.threshold}"
+    if not score.drifted:
+        p_value = mean_shift_p_value(data)
+        if p_value < alpha:
+            return f"no drift on the sample, but the windows' means differ (p = {p_value:.2g})"
+    return None
 
 
 def _split(x: np.ndarray, y: np.ndarray):

@@ -50,8 +50,8 @@ class MaximumMeanDiscrepancy(DriftMethod):
         from sklearn.metrics import pairwise_distances, pairwise_kernels
 
         threshold = self._threshold(threshold)
-        x = pd.DataFrame(data.reference)
-        y = pd.DataFrame(data.current)
+        x = pd.DataFrame(np.asarray(data.reference, dtype=np.float64))  # Float32 samples: kernels in Float64
+        y = pd.DataFrame(np.asarray(data.current, dtype=np.float64))
         m, n = len(x), len(y)
         distances = pairwise_distances(
             x.sample(min(m, 1000), random_state=0), y.sample(min(n, 1000), random_state=0), metric="euclidean"

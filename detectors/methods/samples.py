@@ -39,8 +39,10 @@ class TextSample:
 
 @dataclass(frozen=True)
 class EmbeddingSample:
-    """Vectors of the reference and the current window (rows x dimensions, time order), and the mean
-    vector of each whole window (computed in SQL; the sample's mean when built from samples)."""
+    """Vectors of the reference and the current window (rows x dimensions, time order; Float32 as stored,
+    or whatever the caller gives), and the mean vector of each whole window (computed in SQL; the sample's
+    mean when built from samples). ``reference_rows``/``current_rows`` count the valid vectors of the whole
+    windows; the samples hold at most the configured bound of them."""
 
     reference: np.ndarray
     current: np.ndarray
@@ -55,6 +57,11 @@ class EmbeddingSample:
         ref = np.asarray(reference, dtype=np.float64)
         cur = np.asarray(current, dtype=np.float64)
         return cls(ref, cur, ref.mean(axis=0), cur.mean(axis=0), len(ref), len(cur))
+
+    @property
+    def sampled(self) -> bool:
+        """Whether either sample holds fewer vectors than its whole window."""
+        return len(self.reference) < self.reference_rows or len(self.current) < self.current_rows
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ feature (NannyML's preprocessing of ``DataReconstructionDriftCalculator``):
 
       z_j = (x_j - mean_j) / std_j
 
-The :class:`Encoding` holds those reference aggregates (read in two GROUP BY queries, no
+The :class:`Encoding` holds those reference aggregates (read in one aggregate query, no
 rows leave the database) and renders :meth:`Encoding.centred_sql`, the ClickHouse expression
 of ``z * std`` for one row of ``inferences``. Rows whose name and value arrays differ in length
 are malformed: they are left out here and counted by the data-quality detector.
@@ -31,6 +31,7 @@ from driftwarden.detectors.rows import WELL_FORMED
 from driftwarden.detectors.window import Window
 
 MAX_ENCODED_CATEGORIES = 1000
+LAYOUT_ROWS = 10_000  # events read to find the usual order of the numeric features
 MISSING_KEY = "\x00missing"  # the key of a missing categorical value: encoded as the most frequent category
 
 
@@ -45,11 +46,6 @@ def source_parameters(model: str, model_version: str | None) -> dict:
     if model_version is not None:
         params["model_version"] = model_version
     return params
-
-
-def _position(column: str, names: str) -> str:
-    # transform over the LowCardinality names runs once per distinct name (see detectors/drift/sql.py)
-    return f"toUInt64(transform({column}, {names}, arrayEnumerate({names}), 0))"
 
 
 @dataclass(frozen=True)
@@ -148,23 +144,15 @@ def window_features(client: Client, model: str, window: Window, model_version: s
     return [str(n) for n in numeric], [str(c) for c in categorical]
 
 
-def window_rows(client: Client, model: str, window: Window, model_version: str | None) -> int:
-    """Well-formed events of the model in the window (replays excluded, duplicates merged)."""
-    return int(
-        client.query(
-            f"SELECT count() FROM inferences FINAL WHERE {source_where(window, model_version)}",
-            parameters=source_parameters(model, model_version),
-        ).result_rows[0][0]
-    )
-
-
 def dominant_order(
     client: Client, model: str, window: Window, model_version: str | None, numeric: list[str]
 ) -> list[str]:
-    """``numeric`` in the order most events of the window store them, so that :meth:`Encoding.vector_sql` can take
-    the fast path (the row's value array as it is) for those events."""
+    """``numeric`` in the order most of the window's first ``LAYOUT_ROWS`` events store them, so that
+    :meth:`Encoding.centred_sql` takes the fast path (the row's value array as it is) for those events. Only a
+    speed-up: any order gives the same values, so a bounded peek replaces a scan of the window."""
     rows = client.query(
-        f"SELECT num_names, count() AS n FROM inferences WHERE {source_where(window, model_version)} "
+        f"SELECT num_names, count() AS n FROM (SELECT num_names FROM inferences "
+        f"WHERE {source_where(window, model_version)} LIMIT {LAYOUT_ROWS}) "
         "GROUP BY num_names ORDER BY n DESC LIMIT 1",
         parameters=source_parameters(model, model_version),
     ).result_rows
@@ -183,26 +171,39 @@ def fit_encoding(
     categorical: list[str],
     model_version: str | None = None,
 ) -> Encoding:
-    """The :class:`Encoding` of ``reference``: means, scales and category shares, read as aggregates."""
-    params = {**source_parameters(model, model_version), "names": list(numeric), "cats": list(categorical)}
-    where = source_where(reference, model_version)
-    rows = window_rows(client, model, reference, model_version)
-    stats: dict[str, tuple[int, float, float]] = {}
-    if numeric:
-        for name, present, mean, var_sum in client.query(
-            f"""
-            SELECT {{names:Array(String)}}[p] AS name, count(), avg(v), varPop(v) * count()
-            FROM (SELECT {_position("n", "{names:Array(String)}")} AS p, v
-                  FROM inferences FINAL ARRAY JOIN num_names AS n, num_values AS v
-                  WHERE {where} AND p > 0 AND isFinite(v))
-            GROUP BY p
-            """,
-            parameters=params,
-        ).result_rows:
-            stats[str(name)] = (int(present), float(mean), float(var_sum))
+    """The :class:`Encoding` of ``reference``: means, scales and category shares, read in one scan.
+
+    One aggregate over the window: the row count; per numeric feature (in ``numeric``'s order, the row's
+    value array taken as it is when its layout is that order) the count, mean and population variance of the
+    finite values (``-IfForEach`` combinators); per categorical feature the count of every value
+    (``sumMap`` over ``position \\x1f value`` keys, no ARRAY JOIN).
+    """
+    params = {**source_parameters(model, model_version), "mv_num": list(numeric), "cats": list(categorical)}
+    vector = (
+        "if(num_names = {mv_num:Array(String)}, num_values, "
+        "arrayMap(n -> if(indexOf(num_names, n) > 0, num_values[indexOf(num_names, n)], nan), {mv_num:Array(String)}))"
+    )
+    rows, present_counts, means, variances, (keys, key_counts) = client.query(
+        f"""
+        SELECT count(),
+               sumForEach(arrayMap(x -> toUInt64(isFinite(x)), v)),
+               avgIfForEach(v, arrayMap(x -> isFinite(x), v)),
+               varPopIfForEach(v, arrayMap(x -> isFinite(x), v)),
+               sumMap(keys, arrayMap(k -> toUInt64(1), keys))
+        FROM (SELECT {vector} AS v,
+                     arrayFilter(k -> k != '', arrayMap((n, x) -> if(has({{cats:Array(String)}}, n),
+                         concat(toString(indexOf({{cats:Array(String)}}, n)), '\x1f', x), ''), cat_names, cat_values))
+                         AS keys
+              FROM inferences FINAL WHERE {source_where(reference, model_version)})
+        """,
+        parameters=params,
+    ).result_rows[0]
+    rows = int(rows)
     numeric_mean, numeric_scale, numeric_present = [], [], []
-    for name in numeric:
-        present, mean, var_sum = stats.get(name, (0, 0.0, 0.0))
+    for j in range(len(numeric)):
+        present = int(present_counts[j]) if j < len(present_counts) else 0
+        mean = float(means[j]) if present else 0.0
+        var_sum = float(variances[j]) * present if present else 0.0
         # mean imputation adds values at the mean: the variance over all rows is the sum of squares over `rows`
         std = math.sqrt(var_sum / rows) if rows else 0.0
         numeric_mean.append(mean)
@@ -210,23 +211,12 @@ def fit_encoding(
         numeric_present.append(present)
 
     counts: dict[str, list[tuple[str, int]]] = {c: [] for c in categorical}
-    rest: dict[str, tuple[int, int]] = {}
-    if categorical:
-        for name, value, n in client.query(
-            f"""
-            SELECT {{cats:Array(String)}}[p] AS name, x, count() AS n
-            FROM (SELECT {_position("c", "{cats:Array(String)}")} AS p, x
-                  FROM inferences FINAL ARRAY JOIN cat_names AS c, cat_values AS x
-                  WHERE {where} AND p > 0)
-            GROUP BY p, x
-            ORDER BY p, n DESC, x
-            """,
-            parameters=params,
-        ).result_rows:
-            counts[str(name)].append((str(value), int(n)))
+    for key, n in zip(keys, key_counts, strict=True):
+        position, _, value = str(key).partition("\x1f")
+        counts[categorical[int(position) - 1]].append((value, int(n)))
     categories, shares, rare, modes, cat_mean, cat_scale = [], [], [], [], [], []
     for name in categorical:
-        items = counts[name]
+        items = sorted(counts[name], key=lambda item: (-item[1], item[0]))
         present = sum(n for _, n in items)
         missing = max(0, rows - present)
         if items:
@@ -235,7 +225,6 @@ def fit_encoding(
         kept, left = items[:MAX_ENCODED_CATEGORIES], items[MAX_ENCODED_CATEGORIES:]
         total = max(1, rows)
         share = {v: n / total for v, n in items}
-        rest[name] = (len(left), sum(n for _, n in left))
         rare_share = (sum(n for _, n in left) / len(left) / total) if left else 0.0
         mean = sum(share[v] * n for v, n in items) / total
         var = sum(n * (share[v] - mean) ** 2 for v, n in items) / total

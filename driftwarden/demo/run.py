@@ -101,13 +101,9 @@ def run_demo(options: Options) -> int:
     early = storage.connect(url, create_database=target.embedded)  # fails now, not after training, if held
     status.say(f"driftwarden demo: store {storage.describe(url)}")
 
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    workdir = Path(tempfile.mkdtemp(prefix="driftwarden-demo-"))
-    server = None
-    platform = None
     interrupted = False
-    try:
+    with DemoSession("driftwarden-demo-", status) as session:
+        stop, workdir = session.stop, session.workdir
         hours = load_hours()
         t0 = time.monotonic()
         trained = train(hours, workdir / MODEL_NAME)
@@ -115,11 +111,11 @@ def run_demo(options: Options) -> int:
             f"trained a random forest (50 trees, depth 10) on {trained.train_rows} hours of January 2011 "
             f"in {time.monotonic() - t0:.1f} s; MAE on its own training data {trained.train_mae:.1f} riders/hour"
         )
-        server = _serve(trained, options.model_server, status)
+        server = session.own(_serve(trained, options.model_server, status))
         if stop.is_set():  # Ctrl-C while the model server started
             return 130
-        token_env, token_hint = _tokens()
-        platform = _platform(options, url, server.url, trained.digest, token_env)
+        token_env, token_hint = demo_tokens()
+        platform = session.own(_platform(options, url, server.url, trained.digest, token_env))
         platform.start()
         del early  # the platform holds its own client now
         api = platform.addresses.api_url()
@@ -140,31 +136,67 @@ def run_demo(options: Options) -> int:
         summary = _summary(platform.client)
         status.finish()
         _print_summary(status, summary, finished)
-        if options.keep_serving and not interrupted and not stop.is_set():
-            status.say(f"still serving {page} — Ctrl-C to stop")
-            while not stop.wait(0.5):
-                if deadline and time.monotonic() > deadline:
-                    break
-    finally:
-        status.finish()
-        if platform is not None:
-            platform.stop()
-        if server is not None:
-            server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    where = storage.describe(url)
-    status.say("")
-    status.say(f"The store stays in {where}. Look at it afterwards with:")
-    status.say(
-        f"  {token_env} driftwarden api --store {where}     # then open http://127.0.0.1:8000/models/{MODEL_NAME}"
-    )
+        if options.keep_serving and not interrupted:
+            session.keep_serving(page, deadline)
+    where = say_where_to_look(status, url, token_env, MODEL_NAME)
     status.say(
         f"  driftwarden drift --store {where} --model {MODEL_NAME} "
         f"--reference {TRAIN[0]:%Y-%m-%d}..{TRAIN[1]:%Y-%m-%d} --current 2011-02-17..2011-02-24"
     )
     return 0
+
+
+class DemoSession:
+    """What a demo run holds until it ends, however it ends.
+
+    Entering creates a scratch folder and turns Ctrl-C (SIGINT) and SIGTERM into :attr:`stop`;
+    leaving stops what :meth:`own` registered (the last first), removes the folder and puts the
+    signal handlers back.
+    """
+
+    def __init__(self, prefix: str, status: Status) -> None:
+        self.prefix, self.status = prefix, status
+        self.stop = threading.Event()
+        self._owned: list = []
+
+    def __enter__(self) -> DemoSession:
+        signals = (signal.SIGINT, signal.SIGTERM)
+        self._previous = {sig: signal.signal(sig, lambda *_: self.stop.set()) for sig in signals}
+        self.workdir = Path(tempfile.mkdtemp(prefix=self.prefix))
+        return self
+
+    def own(self, process):
+        """Stop ``process`` (anything with ``stop()``) when the session ends; returns it."""
+        self._owned.append(process)
+        return process
+
+    def keep_serving(self, page: str, deadline: float | None) -> None:
+        """Serve on until Ctrl-C or the deadline of ``--duration``; at once if already stopped."""
+        if self.stop.is_set():
+            return
+        self.status.say(f"still serving {page} — Ctrl-C to stop")
+        while not self.stop.wait(0.5):
+            if deadline and time.monotonic() > deadline:
+                break
+
+    def __exit__(self, *exc) -> None:
+        self.status.finish()
+        for process in reversed(self._owned):
+            process.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def say_where_to_look(status: Status, url: str, token_env: str, model: str) -> str:
+    """The closing lines every demo prints: where the store stays and how to open its pages; returns where."""
+    from driftwarden import storage
+
+    where = storage.describe(url)
+    status.say("")
+    status.say(f"The store stays in {where}. Look at it afterwards with:")
+    status.say(f"  {token_env} driftwarden api --store {where}     # then open http://127.0.0.1:8000/models/{model}")
+    return where
 
 
 def _serve(trained, choice: str, status: Status):
@@ -199,7 +231,7 @@ def _mlserver_version() -> str:
         return ""
 
 
-def _tokens() -> tuple[str, str]:
+def demo_tokens() -> tuple[str, str]:
     """``DRIFTWARDEN_API_TOKENS=...`` for the commands printed at the end, and how to sign in now."""
     from driftwarden.auth import TOKENS_ENV
 
@@ -280,7 +312,7 @@ def _replay(platform, hours, status: Status, options: Options, stop: threading.E
     def new_day(moment: dt.datetime) -> None:
         replay.send_labels(moment)
         if _window_end(moment) == moment:  # a week ended: once its events are stored, the detectors may run
-            _wait_written(writer, replay.sent)
+            wait_written(writer, replay.sent)
             clock.advance(moment)
         status.update(simulated=moment, events=writer.stats().written, labels=replay.labels_sent)
 
@@ -289,13 +321,13 @@ def _replay(platform, hours, status: Status, options: Options, stop: threading.E
         if finished:
             end = REPLAY[1]
             replay.send_labels(None)  # the last day's counts: delivered at the end of the replay
-            _wait_written(writer, replay.sent)
+            wait_written(writer, replay.sent)
             status.update(simulated=end, events=writer.stats().written, labels=replay.labels_sent)
             final = _window_end(end)  # the last (partial) week is analysed too
             clock.advance(final)
             clock.wait_analysed(final, timeout=300)
         else:
-            _wait_written(writer, replay.sent)
+            wait_written(writer, replay.sent)
     finally:
         detectors_done.set()
         clock.advance(clock.watermark or REPLAY[0])  # wake the detector thread so it ends
@@ -373,7 +405,7 @@ def _without_drift(config):
     return config.model_copy(update={"models": models})
 
 
-def _wait_written(writer, expected: int, timeout: float = 30.0) -> None:
+def wait_written(writer, expected: int, timeout: float = 30.0) -> None:
     """Until the writer has stored ``expected`` events (or dropped some, which it counts)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
