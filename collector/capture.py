@@ -257,7 +257,10 @@ class Captured:
         latency_ms = (_perf_counter() - self._t0) * 1000.0
         if self._event is None:
             return self._finish_fast(error, latency_ms)
-        event = self._event
+        return self._fill(self._event, error, latency_ms)
+
+    def _fill(self, event: Event, error: BaseException | None, latency_ms: float) -> Event:
+        """The general path: what the block recorded, set on the full :class:`Event`."""
         event.latency_ms = latency_ms
         _set_features(event, self.features)
         _set_prediction(event, self.prediction)
@@ -273,18 +276,7 @@ class Captured:
     def _finish_fast(self, error: BaseException | None, latency_ms: float) -> Event | _PythonEvent:
         split = _split_features(self.features) if self.features else _NO_FEATURES
         if split is None:  # feature values of unusual types: the general path
-            event = self.event
-            event.latency_ms = latency_ms
-            _set_features(event, self.features)
-            _set_prediction(event, self.prediction)
-            if self.outputs:
-                event.output_names = [str(k) for k in self.outputs]
-                event.output_values = [float(v) for v in self.outputs.values()]
-            if self.output_text:
-                event.output_text = self.output_text
-            if error is not None:
-                event.error_class = type(error).__name__
-            return event
+            return self._fill(self.event, error, latency_ms)
         spec = self._spec
         event = _PythonEvent(self._model, _uuid(self._id), self._ts_us, spec.model_version, spec.tenant, spec.endpoint)
         event.latency_ms = latency_ms

@@ -82,7 +82,6 @@ class TrainedModel:
 def train(hours: pd.DataFrame, directory: Path) -> TrainedModel:
     """Fit the forest on January and write ``model.joblib`` + ``model-settings.json`` for MLServer."""
     try:
-        import joblib
         from sklearn.ensemble import RandomForestRegressor
     except ImportError:
         raise UserError(
@@ -95,15 +94,23 @@ def train(hours: pd.DataFrame, directory: Path) -> TrainedModel:
     y = january[TARGET].to_numpy(dtype=np.float64)
     forest = RandomForestRegressor(n_estimators=TREES, max_depth=MAX_DEPTH, random_state=SEED, n_jobs=1)
     forest.fit(x, y)
-    directory.mkdir(parents=True, exist_ok=True)
-    artifact = directory / "model.joblib"
-    joblib.dump(forest, artifact)
-    digest = "sha256:" + hashlib.sha256(artifact.read_bytes()).hexdigest()
-    settings = {
-        "name": MODEL_NAME,
-        "implementation": "mlserver_sklearn.SKLearnModel",
-        "parameters": {"uri": "./model.joblib", "version": MODEL_VERSION},
-    }
-    (directory / "model-settings.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    digest = write_mlserver_model(forest, directory, MODEL_NAME, MODEL_VERSION)
     mae = float(np.mean(np.abs(forest.predict(x) - y)))
     return TrainedModel(forest, directory, digest, len(january), mae)
+
+
+def write_mlserver_model(estimator, directory: Path, name: str, version: str) -> str:
+    """Write ``estimator`` as an MLServer scikit-learn model folder (``model.joblib`` and its
+    ``model-settings.json``); returns the artifact's digest, ``sha256:...``."""
+    import joblib
+
+    directory.mkdir(parents=True, exist_ok=True)
+    artifact = directory / "model.joblib"
+    joblib.dump(estimator, artifact)
+    settings = {
+        "name": name,
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib", "version": version},
+    }
+    (directory / "model-settings.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    return "sha256:" + hashlib.sha256(artifact.read_bytes()).hexdigest()

@@ -78,11 +78,7 @@ class Replay:
             if day is not None and moment.date() != day:
                 on_day(dt.datetime.combine(moment.date(), dt.time(), tzinfo=dt.UTC))
             day = moment.date()
-            due = real_start + (moment - start).total_seconds() / self.speed
-            while (wait := due - time.monotonic()) > 0:
-                if stop.wait(min(wait, 0.2)):
-                    return False
-            if stop.is_set():
+            if not wait_until(moment, start, real_start, self.speed, stop):
                 return False
             self._send(moment, [float(v) for v in values], float(label))
             if moment.hour == RETRY_HOUR:
@@ -134,3 +130,13 @@ class Replay:
 
     def close(self) -> None:
         self.http.close()
+
+
+def wait_until(moment: dt.datetime, start: dt.datetime, real_start: float, speed: float, stop) -> bool:
+    """Sleep until simulated ``moment`` comes (``start`` was at ``real_start`` on the monotonic clock, time
+    runs ``speed`` times faster); False when ``stop`` is set first."""
+    due = real_start + (moment - start).total_seconds() / speed
+    while (wait := due - time.monotonic()) > 0:
+        if stop.wait(min(wait, 0.2)):
+            return False
+    return not stop.is_set()

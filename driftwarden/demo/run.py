@@ -247,8 +247,6 @@ def _platform(options: Options, url: str, upstream: str, digest: str, token_env:
     from driftwarden.collector.config import CollectorConfig, OIPConfig, PayloadConfig, RedactionConfig
     from driftwarden.demo.replay import TENSOR
     from driftwarden.detectors.config import parse as parse_detectors
-    from driftwarden.storage.url import parse
-    from driftwarden.up import ApiSection, Platform, UpConfig, _api
 
     collector = CollectorConfig(
         model=MODEL_NAME,
@@ -264,6 +262,15 @@ def _platform(options: Options, url: str, upstream: str, digest: str, token_env:
         redaction=RedactionConfig(key=secrets.token_hex(16)),
         flush_interval_ms=50,
     )
+    detectors = parse_detectors(DEMO_CONFIG, source="the demo's detector configuration")
+    return demo_platform(options, url, collector, detectors)
+
+
+def demo_platform(options: Options, url: str, collector, detectors):
+    """The platform of a demo (not started): one collector, the API on ``--listen``, the detectors run by the replay."""
+    from driftwarden.storage.url import parse
+    from driftwarden.up import ApiSection, Platform, UpConfig, _api
+
     target = parse(url)
     api_data: dict = {"listen": options.listen}
     if target.embedded:  # reports cached next to the store, not in the working directory
@@ -273,13 +280,7 @@ def _platform(options: Options, url: str, upstream: str, digest: str, token_env:
     if problems:
         raise UserError("; ".join(problems))
     assert isinstance(api, ApiSection)
-    config = UpConfig(
-        detectors=parse_detectors(DEMO_CONFIG, source="the demo's detector configuration"),
-        collectors=(collector,),
-        api=api,
-        store=url,
-        source="demo",
-    )
+    config = UpConfig(detectors=detectors, collectors=(collector,), api=api, store=url, source="demo")
     platform = Platform(config, run_scheduler=False, announce=lambda _line: None, grace_s=5.0)
     platform.api_listen_key = "--listen"
     return platform

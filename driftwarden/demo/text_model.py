@@ -18,9 +18,7 @@ entities before sending a tweet, as a text pipeline would.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import html
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from driftwarden.demo.model import write_mlserver_model
 from driftwarden.errors import UserError
 
 MODEL_NAME = "tweets"
@@ -148,7 +147,6 @@ class TrainedModel:
 def train(traffic: Traffic, directory: Path) -> TrainedModel:
     """Fit TF-IDF + logistic regression; write ``model.joblib`` + ``model-settings.json`` for MLServer."""
     try:
-        import joblib
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import Pipeline
@@ -165,16 +163,7 @@ def train(traffic: Traffic, directory: Path) -> TrainedModel:
         ]
     )
     pipeline.fit(traffic.train["text"].to_numpy(), traffic.train["label"].to_numpy())
-    directory.mkdir(parents=True, exist_ok=True)
-    artifact = directory / "model.joblib"
-    joblib.dump(pipeline, artifact)
-    digest = "sha256:" + hashlib.sha256(artifact.read_bytes()).hexdigest()
-    settings = {
-        "name": MODEL_NAME,
-        "implementation": "mlserver_sklearn.SKLearnModel",
-        "parameters": {"uri": "./model.joblib", "version": MODEL_VERSION},
-    }
-    (directory / "model-settings.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    digest = write_mlserver_model(pipeline, directory, MODEL_NAME, MODEL_VERSION)
     old = traffic.requests[traffic.requests["period"] == "before"]
     return TrainedModel(
         pipeline,

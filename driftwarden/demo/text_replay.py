@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pandas as pd
 
+from driftwarden.demo.replay import wait_until
 from driftwarden.demo.text_model import MODEL_NAME, TENSOR
 
 LABEL_DELAY = dt.timedelta(days=1)
@@ -68,11 +69,7 @@ class TextReplay:
             if day is not None and moment.date() != day:
                 on_day(dt.datetime.combine(moment.date(), dt.time(), tzinfo=dt.UTC))
             day = moment.date()
-            due = real_start + (moment - start).total_seconds() / self.speed
-            while (wait := due - time.monotonic()) > 0:
-                if stop.wait(min(wait, 0.2)):
-                    return False
-            if stop.is_set():
+            if not wait_until(moment, start, real_start, self.speed, stop):
                 return False
             batch = [
                 (ts.to_pydatetime(), text, label)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import secrets
 import threading
 import time
@@ -23,7 +22,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from driftwarden.demo.run import DemoSession, Options, demo_tokens, say_where_to_look, wait_written
+from driftwarden.demo.run import DemoSession, Options, demo_platform, demo_tokens, say_where_to_look, wait_written
 from driftwarden.demo.status import Status
 from driftwarden.demo.text_model import (
     AFTER,
@@ -182,8 +181,6 @@ def _serve(directory: Path, status: Status):
 def _platform(options: Options, url: str, upstream: str, digest: str):
     from driftwarden.collector.config import CollectorConfig, PayloadConfig, RedactionConfig
     from driftwarden.detectors.config import parse as parse_detectors
-    from driftwarden.storage.url import parse
-    from driftwarden.up import ApiSection, Platform, UpConfig, _api
 
     collector = CollectorConfig(
         model=MODEL_NAME,
@@ -197,25 +194,8 @@ def _platform(options: Options, url: str, upstream: str, digest: str):
         redaction=RedactionConfig(key=secrets.token_hex(16)),  # tweets are redacted like any text feature
         flush_interval_ms=250,  # fewer, larger inserts: the replay waits for them once a simulated day
     )
-    target = parse(url)
-    api_data: dict = {"listen": options.listen}
-    if target.embedded:
-        api_data["report_cache_dir"] = f"{target.path}-reports"
-    problems: list[str] = []
-    api = _api(api_data, problems, os.environ)
-    if problems:
-        raise UserError("; ".join(problems))
-    assert isinstance(api, ApiSection)
-    config = UpConfig(
-        detectors=parse_detectors(DEMO_CONFIG, source="the text demo's detector configuration"),
-        collectors=(collector,),
-        api=api,
-        store=url,
-        source="demo",
-    )
-    platform = Platform(config, run_scheduler=False, announce=lambda _line: None, grace_s=5.0)
-    platform.api_listen_key = "--listen"
-    return platform
+    detectors = parse_detectors(DEMO_CONFIG, source="the text demo's detector configuration")
+    return demo_platform(options, url, collector, detectors)
 
 
 def _replay(platform, requests, status: Status, options: Options, stop: threading.Event, deadline):
