@@ -20,7 +20,12 @@ thread alone (``time.thread_time``).
 
 Rates are printed twice: per second of wall clock, and per CPU-second of this process
 (``time.process_time``: all its threads, chdb's included), i.e. events per second per
-core busy. On a machine shared with other jobs the second is the one to compare with a
+core busy. The CPU-second figure is printed twice too: over the run alone, and "settled",
+with the CPU that the engine's background merges spend after the run (until no merge runs
+for a second) added: the parts every insert writes are merged later anyway (at 5,000 events
+per insert ClickHouse rewrites each row about 1.5 times), so the settled figure is the
+honest cost per event; the run-alone one counts only the merges that happened to run inside it.
+On a machine shared with other jobs the per-CPU figures are the ones to compare with a
 per-core target (pipeline >= 100,000 events/s per core, ``capture()`` >= 50,000/s); the
 ratios against the baseline are measured in the same run either way.
 
@@ -126,6 +131,17 @@ def run_capture_api(client, url: str, n: int, batch: int) -> float:
     return n / elapsed, n / cpu, caller / n * 1e6
 
 
+def settle(client) -> float:
+    """CPU-seconds of this process until no background merge has run for a second (each run's merges)."""
+    cpu = time.process_time()
+    quiet = 0
+    while quiet < 4:
+        time.sleep(0.25)
+        busy = client.query("SELECT count() FROM system.merges WHERE table = 'inferences'").result_rows[0][0]
+        quiet = 0 if busy else quiet + 1
+    return time.process_time() - cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -144,6 +160,8 @@ def main() -> None:
 
     wall: dict[str, list[float]] = {"baseline": [], "pipeline": [], "capture": []}
     per_cpu: dict[str, list[float]] = {"baseline": [], "pipeline": [], "capture": []}
+    settled: dict[str, list[float]] = {"baseline": [], "pipeline": [], "capture": []}
+    settle(client)
     submit_us: list[float] = []
     capture_us: list[float] = []
     for _ in range(args.repeat):
@@ -155,11 +173,16 @@ def main() -> None:
             rate, cpu_rate, *cost = run()
             wall[name].append(rate)
             per_cpu[name].append(cpu_rate)
+            settled[name].append(args.events / (args.events / cpu_rate + settle(client)))
             (submit_us if name == "pipeline" else capture_us).extend(cost)
     med = {k: statistics.median(v) for k, v in wall.items()}
     cpu = {k: statistics.median(v) for k, v in per_cpu.items()}
+    after = {k: statistics.median(v) for k, v in settled.items()}
     print(f"events: {args.events:,} per run, batches of {args.batch_events:,}; medians (best) of {args.repeat} runs")
-    print("                                                  events/s wall (best)   events per CPU-second   x baseline")
+    print(
+        "                                                  events/s wall (best)   per CPU-second   x baseline"
+        "                  settled per CPU-s  x baseline"
+    )
     labels = {
         "baseline": "baseline  insert_arrow of prebuilt Arrow batches",
         "pipeline": "pipeline  Event -> writer -> Arrow -> chdb      ",
@@ -167,16 +190,19 @@ def main() -> None:
     }
     for name, label in labels.items():
         print(
-            f"{label}: {med[name]:>9,.0f} ({max(wall[name]):>9,.0f})   {cpu[name]:>12,.0f}          "
-            f"{med[name] / med['baseline']:.2f} wall, {cpu[name] / cpu['baseline']:.2f} CPU"
+            f"{label}: {med[name]:>9,.0f} ({max(wall[name]):>9,.0f})   {cpu[name]:>12,.0f}   "
+            f"{med[name] / med['baseline']:.2f} wall, {cpu[name] / cpu['baseline']:.2f} CPU   "
+            f"{after[name]:>12,.0f}       {after[name] / after['baseline']:.2f}"
         )
     print(f"submit()  caller cost on the inference path      : {statistics.median(submit_us):>9.2f} us/event")
     print(f"capture() caller's thread CPU per call            : {statistics.median(capture_us):>9.2f} us/call")
     print(f"load average: {os.getloadavg()}")
-    print(
-        f"targets per core: pipeline >= 100,000/s {'met' if cpu['pipeline'] >= 100_000 else 'NOT met'}, "
-        f"capture() >= 50,000/s {'met' if cpu['capture'] >= 50_000 else 'NOT met'} (events per CPU-second)"
-    )
+    for label, rates in (("run alone", cpu), ("settled", after)):
+        print(
+            f"targets per core ({label}): "
+            f"pipeline >= 100,000/s {'met' if rates['pipeline'] >= 100_000 else 'NOT met'}, "
+            f"capture() >= 50,000/s {'met' if rates['capture'] >= 50_000 else 'NOT met'} (events per CPU-second)"
+        )
     if args.store is None:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -7,6 +7,8 @@ server answering a fixed Open Inference Protocol JSON):
 * ``collector``: client -> ``driftwarden collector`` (full capture: OIP
   parsing, hashes, payload sampling at 1.0, redaction, the batching writer
   inserting into an embedded ClickHouse store in the same process) -> upstream;
+* ``collector-nginx``: client -> ``driftwarden collector --engine nginx`` (nginx with the njs capture hook,
+  1 worker, answers; the collector process reads its capture log and runs the same full capture);
 * ``nginx``: client -> Debian's nginx (1 worker, upstream keep-alive) -> upstream; one worker process
   because the collector is one process: the comparison is per process.
 
@@ -17,8 +19,10 @@ queue; latency runs from the write of the request to the last byte of the respon
 64 concurrent keep-alive connections, with the requests served per CPU-second of the
 proxy's processes (user + system time from /proc, nginx's workers included; for ``direct``
 the upstream's): the cost per request, which a shared machine's load distorts less than
-the rate. The load generator is a minimal HTTP/1.1
-client on uvloop (an asyncio protocol, no HTTP library) so that it costs less
+the rate. For the collectors, that CPU is read once every request sent so far is written to the
+store (``events_written_total`` on the admin port), so capture that lags behind the answers is paid
+for in the figure; the seconds it lagged after the end of the run are printed ("capture caught up").
+The load generator is a minimal HTTP/1.1 client on uvloop (an asyncio protocol, no HTTP library) so that it costs less
 than what it measures. Ratios are against nginx, measured in the same run.
 
     python bench/collector_latency.py [--rates 200,500] [--seconds 8] [--throughput-seconds 5] [--repeat 3]
@@ -245,8 +249,8 @@ def start_upstream() -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-def start_collector(upstream_port: int, workdir: Path) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
+def start_collector(upstream_port: int, workdir: Path, engine: str = "python") -> tuple[subprocess.Popen, int, int]:
+    port, admin = _free_port(), _free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -260,9 +264,13 @@ def start_collector(upstream_port: int, workdir: Path) -> tuple[subprocess.Popen
             "--model",
             "bench",
             "--store",
-            f"chdb://{workdir / 'store'}",
+            f"chdb://{workdir / f'store-{engine}'}",
             "--spool-dir",  # the write-ahead journal lives here: every answered exchange is on disk first
-            str(workdir / "spool"),
+            str(workdir / f"spool-{engine}"),
+            "--admin-listen",
+            f"127.0.0.1:{admin}",
+            "--engine",
+            engine,
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -274,7 +282,26 @@ def start_collector(upstream_port: int, workdir: Path) -> tuple[subprocess.Popen
     if "listening" not in line:
         proc.kill()
         raise RuntimeError(f"the collector did not start: {line!r} {proc.stderr.read()}")  # type: ignore[union-attr]
-    return proc, port
+    return proc, port, admin
+
+
+def events_written(admin_port: int) -> float:
+    """``driftwarden_collector_events_written_total`` of a collector, from its admin port."""
+    with socket.create_connection(("127.0.0.1", admin_port), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    m = re.search(rb'^driftwarden_collector_events_written_total\{model="bench"\} ([0-9.e+]+)', data, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def wait_captured(admin_port: int, expected: int, timeout: float = 120.0) -> float:
+    """Seconds until the collector has written ``expected`` events (the requests sent to it so far)."""
+    start = time.monotonic()
+    while events_written(admin_port) < expected and time.monotonic() - start < timeout:
+        time.sleep(0.05)
+    return time.monotonic() - start
 
 
 NGINX_CONF = """
@@ -363,6 +390,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per rate and target")
     parser.add_argument("--throughput-seconds", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3, help="rounds over all targets; medians are reported")
+    parser.add_argument(
+        "--engines",
+        default="python,nginx",
+        help="collector engines to measure, comma-separated (python: the built-in proxy; nginx: nginx + njs hook)",
+    )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_upstream:
@@ -370,12 +402,20 @@ def main() -> None:
         return
     import uvloop
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers it started (finally below)
     rates = [float(r) for r in args.rates.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="dw-bench-collector-"))
     upstream, up_port = start_upstream()
     targets: dict[str, tuple[subprocess.Popen | None, int]] = {"direct": (None, up_port)}
     try:
-        targets["collector"] = start_collector(up_port, workdir)
+        admins: dict[str, int] = {}  # the collectors' admin ports
+        engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+        for engine in engines:
+            name = "collector" if engine == "python" else f"collector-{engine}"
+            proc, port, admins[name] = start_collector(up_port, workdir, engine)
+            targets[name] = (proc, port)
+        sent: dict[str, int] = {name: 0 for name in admins}  # requests sent to each collector so far
+        lag: dict[str, list[float]] = {name: [] for name in admins}
         nginx = start_nginx(up_port, workdir)
         if nginx is not None:
             targets["nginx"] = nginx
@@ -396,20 +436,28 @@ def main() -> None:
             for rate in rates:
                 for name, (_, port) in targets.items():
                     lat = uvloop.run(open_loop(port, rate, args.seconds))
+                    if name in sent:
+                        sent[name] += int(rate * (args.seconds + 1.0))
                     results[name].setdefault(rate, []).append(lat)
                     print(
-                        f"  round {round_no + 1}: {name:>9} @ {rate:>4.0f}/s: n={len(lat)} "
+                        f"  round {round_no + 1}: {name:>15} @ {rate:>4.0f}/s: n={len(lat)} "
                         f"p50={_q(lat, 0.5) * 1e3:.3f} ms p99={_q(lat, 0.99) * 1e3:.3f} ms"
                     )
             for name, (_, port) in targets.items():
                 cpu_before = _cpu_seconds(pids[name])
                 rate, done = uvloop.run(closed_loop(port, args.throughput_seconds))
+                caught_up = ""
+                if name in admins:
+                    sent[name] += done
+                    lag[name].append(wait_captured(admins[name], sent[name]))
+                    caught_up = f"; capture caught up {lag[name][-1]:.1f} s after the run"
                 cpu = _cpu_seconds(pids[name]) - cpu_before
                 rounds[name].append(rate)
                 per_cpu[name].append(done / cpu if cpu > 0 else float("nan"))
                 print(
-                    f"  round {round_no + 1}: {name:>9} max throughput: {rate:,.0f} req/s, "
-                    f"{per_cpu[name][-1]:,.0f} requests per CPU-second of the proxy; load {os.getloadavg()[0]:.2f}"
+                    f"  round {round_no + 1}: {name:>15} max throughput: {rate:,.0f} req/s, "
+                    f"{per_cpu[name][-1]:,.0f} requests per CPU-second of the proxy{caught_up}; "
+                    f"load {os.getloadavg()[0]:.2f}"
                 )
         throughput = {name: statistics.median(values) for name, values in rounds.items()}
         efficiency = {name: statistics.median(values) for name, values in per_cpu.items()}
@@ -435,14 +483,17 @@ def main() -> None:
             print()
             for rate in rates:
                 direct = results["direct"][rate]
-                c50 = _added(results["collector"][rate], direct, 0.5)
-                c99 = _added(results["collector"][rate], direct, 0.99)
                 n50 = _added(results["nginx"][rate], direct, 0.5)
                 n99 = _added(results["nginx"][rate], direct, 0.99)
-                print(
-                    f"added latency at {rate:.0f}/s, collector vs nginx: p50 {c50 * 1e3:.3f} vs {n50 * 1e3:.3f} ms, "
-                    f"p99 {c99 * 1e3:.3f} vs {n99 * 1e3:.3f} ms"
-                )
+                for name in admins:
+                    c50 = _added(results[name][rate], direct, 0.5)
+                    c99 = _added(results[name][rate], direct, 0.99)
+                    print(
+                        f"added latency at {rate:.0f}/s, {name} vs nginx: p50 {c50 * 1e3:.3f} vs {n50 * 1e3:.3f} ms, "
+                        f"p99 {c99 * 1e3:.3f} vs {n99 * 1e3:.3f} ms"
+                    )
+        for name in admins:
+            print(f"{name}: capture caught up {', '.join(f'{x:.1f}' for x in lag[name])} s after the throughput runs")
         print(f"load average after: {os.getloadavg()[0]:.2f}")
     finally:
         for proc, _ in targets.values():

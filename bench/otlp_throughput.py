@@ -10,14 +10,18 @@ server address, time to first chunk), no message content.
 
 Printed: spans/s of wall clock; spans per CPU-second of the server process (its utime +
 stime from /proc, chdb's threads included: "per core busy", the figure to compare on a
-machine shared with other jobs); the p50/p99 of one request; the rows found in the store
+machine shared with other jobs), and that CPU by thread name ("python": HTTP, decoding,
+mapping and the insert statements; ClickHouse's "MergeMutate": background merges of the
+parts the inserts write; "ThreadPool": insert pipelines); the p50/p99 of one request; the rows found in the store
 afterwards (every span must be there); the load average before and after. With ``--rate``
 the clients together offer that many spans per second (paced), to read the p99 at a given load.
 
 Baseline in the same run and store: ``insert_arrow`` of the same calls, already built as
-Arrow tables of one request each, from this process (what ClickHouse alone costs per row at
-that batch size); and the receiver's own Python work per span (decode, map to columns and
-Arrow, metrics), timed in this process on the same bodies. Anchor (published, not measured
+Arrow tables of one request each (the receiver's tables: the columns the spans set), one
+synchronous insert per request with the default insert settings, from this process (what
+ClickHouse alone costs per row at that batch size, without the receiver's group commit);
+and the receiver's own Python work per span (decode, map to columns and Arrow, metrics),
+timed in this process on the same bodies. Anchor (published, not measured
 here): the OpenTelemetry Collector's ClickHouse exporter at about 40,000 records/s per core.
 
     python bench/otlp_throughput.py [--requests 200] [--spans-per-request 500] [--clients 4] [--rate 0]
@@ -97,6 +101,27 @@ def build_requests(n_requests: int, spans_per_request: int) -> list[bytes]:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_thread(pid: int) -> dict[str, float]:
+    """CPU-seconds of the process's live threads by thread name (Python's threads are all "python"; the others
+    are ClickHouse's: MergeMutate for background merges, ThreadPool for query pipelines, ...)."""
+    found: dict[tuple[str, str], float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        found[(task.name, name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
+
+
+def thread_cpu_delta(before: dict, after: dict) -> dict[str, float]:
+    by_name: dict[str, float] = {}
+    for key, seconds in after.items():
+        by_name[key[1]] = by_name.get(key[1], 0.0) + seconds - before.get(key, 0.0)
+    return by_name
 
 
 def start_api(store_dir: Path) -> tuple[subprocess.Popen, str]:
@@ -194,9 +219,10 @@ def main() -> None:
         try:
             send_all(url, bodies[:2], 1)  # warm-up: first insert, imports, connections
             load_before = os.getloadavg()
-            cpu0 = cpu_seconds(process.pid)
+            cpu0, threads0 = cpu_seconds(process.pid), cpu_by_thread(process.pid)
             latencies, wall = send_all(url, bodies[2:], args.clients, interval)
             cpu = cpu_seconds(process.pid) - cpu0
+            threads = thread_cpu_delta(threads0, cpu_by_thread(process.pid))
             load_after = os.getloadavg()
         finally:
             process.terminate()
@@ -215,6 +241,8 @@ def main() -> None:
     print(f"end to end: {measured:,} spans in {wall:.2f} s wall = {measured / wall:,.0f} spans/s")
     print(f"  server CPU {cpu:.2f} s = {per_core:,.0f} spans per CPU-second (per core busy)")
     print(f"  request of {args.spans_per_request} spans: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+    shown = sorted(((v, k) for k, v in threads.items() if v >= 0.005), reverse=True)
+    print("  server CPU by thread: " + ", ".join(f"{k} {v / measured * 1e6:.1f}" for v, k in shown) + " µs per span")
     print(f"  rows in the store afterwards: {stored:,} (sent {spans:,})")
     print(f"baseline insert_arrow, same rows and batch size: {measured / base_wall:,.0f} rows/s wall, ")
     print(f"  {base_per_core:,.0f} rows per CPU-second of this process")

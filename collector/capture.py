@@ -144,7 +144,7 @@ _EVENT_DEFAULTS = {
 }
 _PYTHON_EVENT_FIELDS = (
     "model",
-    "event_id",
+    "event_id_int",
     "ts_us",
     "model_version",
     "tenant",
@@ -174,9 +174,9 @@ class _PythonEvent:
     __slots__ = _PYTHON_EVENT_FIELDS
     protocol = "python"
 
-    def __init__(self, model: str, event_id: uuid.UUID, ts_us: int, model_version: str, tenant: str, endpoint: str):
+    def __init__(self, model: str, event_id_int: int, ts_us: int, model_version: str, tenant: str, endpoint: str):
         self.model = model
-        self.event_id = event_id
+        self.event_id_int = event_id_int  # the id as an int: to_table packs it as is, no UUID object per event
         self.ts_us = ts_us
         self.model_version = model_version
         self.tenant = tenant
@@ -189,11 +189,21 @@ class _PythonEvent:
         self.output_text = ""
         self.error_class = ""
 
+    @property
+    def event_id(self) -> uuid.UUID:
+        return _uuid(self.event_id_int)
+
 
 _EMPTY: list = []  # shared, never mutated: a default empty list column
 for _name, _default in _EVENT_DEFAULTS.items():
-    if _name not in _PYTHON_EVENT_FIELDS and _name != "protocol":
+    if _name not in _PYTHON_EVENT_FIELDS and _name not in ("protocol", "event_id"):
         setattr(_PythonEvent, _name, _default)
+# The columns the class fixes, for collector.arrow.to_table: it builds them once per batch, not per event.
+_PythonEvent.CLASS_COLUMNS = {  # type: ignore[attr-defined]
+    name: getattr(_PythonEvent, name)
+    for name in (*_EVENT_DEFAULTS, "protocol")
+    if name not in _PYTHON_EVENT_FIELDS and name != "event_id"
+}
 
 
 class Captured:
@@ -278,7 +288,7 @@ class Captured:
         if split is None:  # feature values of unusual types: the general path
             return self._fill(self.event, error, latency_ms)
         spec = self._spec
-        event = _PythonEvent(self._model, _uuid(self._id), self._ts_us, spec.model_version, spec.tenant, spec.endpoint)
+        event = _PythonEvent(self._model, self._id, self._ts_us, spec.model_version, spec.tenant, spec.endpoint)
         event.latency_ms = latency_ms
         event.num_names, event.num_values, event.cat_names, event.cat_values = split
         prediction = self.prediction
@@ -334,7 +344,8 @@ class Capture:
     # -- context manager -----------------------------------------------------------------------
 
     def __enter__(self) -> Captured:
-        static = self.features if isinstance(self.features, Mapping) else None
+        features = self.features
+        static = features if type(features) is dict or isinstance(features, Mapping) else None
         captured = self._open(static)
         self._open_blocks.setdefault(threading.get_ident(), []).append(captured)
         return captured
@@ -526,7 +537,7 @@ class _CallableModule(types.ModuleType):
     """Lets ``from driftwarden.collector import capture`` be called directly: ``capture(...)`` is :func:`capture`."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Capture:
-        return capture(*args, **kwargs)
+        return Capture(*args, **kwargs)  # what capture() returns, one call less on every capture
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -176,6 +176,19 @@ class CollectorConfig(_Strict):
         "much), always (before each response, group-committed)",
     )
     fsync_interval_ms: int = Field(default=1000, ge=1)
+    engine: Literal["python", "nginx"] = Field(
+        default="python",
+        description="the data plane: python (the built-in proxy) or nginx (nginx with an njs hook proxies, the "
+        "collector captures from its log; needs nginx, libnginx-mod-http-js and spool_dir; see collector/README.md)",
+    )
+    nginx_workers: int = Field(default=1, ge=1, le=64, description="nginx worker processes (engine nginx)")
+    capture_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="engine nginx: the collector process (capture) runs at this nice level above nginx's, so that "
+        "answering comes first on a busy machine and capture catches up from the log",
+    )
     payload: PayloadConfig = PayloadConfig()
     redaction: RedactionConfig = RedactionConfig()
     oip: OIPConfig = OIPConfig()
@@ -211,6 +224,8 @@ class CollectorConfig(_Strict):
     def _one_sink(self) -> CollectorConfig:
         if self.store and self.hub:
             raise ValueError("give either store (write to ClickHouse) or hub (send to an ingest endpoint), not both")
+        if self.engine == "nginx" and not self.spool_dir:
+            raise ValueError("engine nginx needs spool_dir: nginx's capture log and its state live there")
         if self.protocol == "generic" and self.generic is None:
             raise ValueError("protocol generic needs a `generic:` mapping in the --config file")
         return self

@@ -26,6 +26,10 @@ class Exchange:
     ts_us: int  # wall clock when the request arrived, microseconds since the epoch
     t_start: float  # perf_counter() when the request arrived
     request_body: bytes = b""
+    # The nginx engine keeps request bodies up to its capture limit: a larger one is not in request_body
+    # (request_cut), and request_bytes says how large it was; -1: request_body is the whole body.
+    request_cut: bool = False
+    request_bytes: int = -1
     request_content_type: str = ""
     # Inference-Header-Content-Length (KServe v2 binary tensor extension): the JSON part's size; -1 when absent.
     request_json_length: int = -1

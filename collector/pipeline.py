@@ -132,7 +132,7 @@ class Pipeline:
         cfg = self.config
         if ex.response_content_encoding and not ex.response_cut:
             ex.response_body = self._decoded(ex.response_body, ex.response_content_encoding)
-        too_large = len(ex.request_body) > self._max_parse or len(ex.response_body) > self._max_parse
+        too_large = ex.request_cut or len(ex.request_body) > self._max_parse or len(ex.response_body) > self._max_parse
         if too_large:
             # Parsing a body this size would stall the event loop: record what the proxy knows.
             captured = _UNKNOWN.capture(
@@ -186,7 +186,7 @@ class Pipeline:
                     text_out, cut_out = self._body_payload(
                         ex.response_body, captured.response_json, counts, parsed_ok and not ex.response_cut
                     )
-                    shared = (text_in, text_out, cut_in or cut_out or ex.response_cut)
+                    shared = (text_in, text_out, cut_in or cut_out or ex.response_cut or ex.request_cut)
                     self._count(event, counts)
                     counts.clear()
                 event.input_payload, event.output_payload, event.payload_truncated = shared

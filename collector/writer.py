@@ -15,7 +15,8 @@ Path of an event:
    ``flush_interval_ms``, builds one Arrow table (``collector.arrow``) and writes it
    to the sink as one insert: the store (clickhouse-connect ``insert_arrow``) or a
    hub (``POST /v1/events``, Arrow IPC). A backlog of several full batches goes as one
-   insert of up to ``MAX_COALESCED_BATCHES`` batches.
+   write of whole batches: up to the sink's ``max_insert_events`` (the store: 50,000), else
+   ``MAX_COALESCED_BATCHES`` batches.
 3. A failed write (error or timeout) sends the batch to the on-disk spool
    (``collector.spool``, fsync'd). While the spool holds data, new batches go to the
    spool too, so the sink receives batches in order and a down sink is not hit
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_EVENTS = 1000
 DEFAULT_FLUSH_INTERVAL_MS = 500
 DEFAULT_MAX_BUFFER_EVENTS = 100_000
-MAX_COALESCED_BATCHES = 4  # a backlog goes to the sink in inserts of up to this many full batches
+MAX_COALESCED_BATCHES = 4  # a backlog goes to a sink in writes of up to this many full batches (see _flush_once)
 MIN_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 5.0
 
@@ -312,9 +313,11 @@ class Writer:
         When the batch will go to the spool (it holds a backlog), the whole buffer goes as one
         record instead: one fsync for all of it, so a slow disk does not leave the spool behind.
         When the buffer holds several full batches (the sink fell behind) and the sink is
-        healthy, up to ``MAX_COALESCED_BATCHES`` of them go as one insert: an insert into the store costs a fixed
-        ~14 ms plus ~3 µs per event (BENCHMARKS.md), so a backlog drains at a lower cost per event.
-        Whole batches only: what is short of a batch still waits for the flush interval.
+        healthy, they go as one write of up to the sink's ``max_insert_events`` events (the store sink's; other
+        sinks: ``MAX_COALESCED_BATCHES`` batches): an insert into the embedded
+        store costs a fixed ~8-10 ms of CPU (a part of the 58-column table, whatever its codecs and settings)
+        plus ~1.5 µs per event (BENCHMARKS.md, capture throughput 2026-12-02 evening), so a backlog drains at a
+        lower cost per event. Whole batches only: what is short of a batch still waits for the flush interval.
         """
         to_spool = self.spool is not None and (self.sink is None or not self.spool.empty())
         with self._lock:
@@ -324,7 +327,9 @@ class Writer:
                 batch, self._buffer = self._buffer, []
             else:
                 # Coalesce only into a sink that works: while it fails, batches keep their size for the spool.
-                coalesce = MAX_COALESCED_BATCHES if self._sink_healthy else 1
+                cap = getattr(self.sink, "max_insert_events", None)
+                most = max(1, cap // self.batch_events) if cap else MAX_COALESCED_BATCHES
+                coalesce = most if self._sink_healthy else 1
                 take = self.batch_events * min(len(self._buffer) // self.batch_events, coalesce)
                 batch, self._buffer = self._buffer[:take], self._buffer[take:]
         self._m_captured.inc(len(batch))

@@ -128,6 +128,8 @@ class DriftConfig(_Strict):
     exact_max_values: int | None = Field(default=None, ge=0)
     exact_max_run_values: int | None = Field(default=None, ge=0)  # features x rows of a run above: all on cells
     cell_resolution: float | None = Field(default=None, gt=0, le=0.1)  # cell width, in reference std
+    # reference windows of at least this many events are read from the hour profiles kept as data arrives
+    hour_profiles_min_rows: int | None = Field(default=None, ge=0)
 
     @field_validator("thresholds")
     @classmethod

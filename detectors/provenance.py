@@ -10,6 +10,7 @@ gives the same hash, so a reviewer can check that a number is reproducible.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import math
@@ -23,6 +24,7 @@ def code_version() -> str:
     return __version__
 
 
+@functools.cache  # the migrations shipped with the code do not change while it runs (read once, not per result)
 def schema_version() -> int:
     return latest_version()
 

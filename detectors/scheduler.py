@@ -113,6 +113,7 @@ class Scheduler:
         self.problems = []
         made: list[runs.Run] = []
         for model in self.config.models:
+            self._profile_hours(model, now)
             for detector in self.config.enabled(model):
                 problems = len(self.problems)
                 runs_ = [self._run(job) for job in self._jobs(detector, model, now)]
@@ -137,6 +138,32 @@ class Scheduler:
             except Exception as exc:  # e.g. the store is unreachable: log, retry on the next tick
                 logger.error("scheduler pass failed: %s", _one_line(exc))
             stop.wait(max(0.0, every - (time.monotonic() - started)))
+
+    def _profile_hours(self, model: ModelConfig, now: dt.datetime) -> None:
+        """Profile the hours completed since the last pass (or changed by late rows) of a model whose drift runs
+        read hour profiles (``detectors/drift/incremental.py``), so that no run scans its windows."""
+        if not {"drift", "prediction_drift"} & set(self.config.enabled(model)):
+            return
+        from driftwarden.detectors.drift import incremental
+        from driftwarden.detectors.drift.incremental_compare import MAX_NUMERIC_FEATURES
+
+        length = self.config.window_for(model)
+        lag = self.config.schedule.lag
+        latest = Window(now - lag - length, now - lag)
+        min_rows = drift_settings(self.config.drift_for(model)).hour_profiles_min_rows
+        try:
+            if incremental.worth_profiling(self.client, model.name, latest, min_rows, MAX_NUMERIC_FEATURES):
+                # the hours of the latest window and the day before (each pass reads their stamps: a look-back of
+                # every catch-up window would scan weeks of events each minute for daily windows); older windows
+                # caught up after a pause profile their few stale hours themselves, or take the per-window path
+                lookback = length + lag + dt.timedelta(days=1)
+                incremental.refresh(self.client, model.name, now, lookback, lag)
+                # and the latest window's reference (a fixed reference: its hours once, then only their stamps)
+                reference = self.config.resolve_reference(model).for_current(due_windows(length, now, lag, 1)[-1])
+                if reference.start < now - lookback:
+                    incremental.refresh_window(self.client, model.name, reference)
+        except Exception as exc:  # the windows are then read raw by the runs: slower, not wrong
+            self._problem("drift", model.name, f"cannot profile the completed hours: {_one_line(exc)}")
 
     # -- which windows -----------------------------------------------------------------------------
 
@@ -474,6 +501,7 @@ def drift_settings(drift: DriftConfig):
         ("exact_max_values", "exact_max_values"),
         ("exact_max_run_values", "exact_max_run_values"),
         ("cell_resolution", "cell_resolution"),
+        ("hour_profiles_min_rows", "hour_profiles_min_rows"),
     ):
         value = getattr(drift, ours)
         if value is not None:

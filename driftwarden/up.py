@@ -135,6 +135,12 @@ def _collectors(data: Any, problems: list[str]) -> list[CollectorConfig]:
                     "process's own store (top-level `store:` or --store); remove this key"
                 )
                 entry.pop(key)
+        if entry.get("engine", "python") != "python":
+            problems.append(
+                f"{where}.engine: `driftwarden up` runs the Python proxy only; run `driftwarden collector "
+                "--engine nginx` as its own process (with --hub) for the nginx data plane, or remove this key"
+            )
+            entry.pop("engine")
         try:
             out.append((i, CollectorConfig(**entry)))
         except ValidationError as exc:

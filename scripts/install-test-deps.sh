@@ -9,6 +9,8 @@ APT_PACKAGES=(
     prometheus-alertmanager # amtool, and a real Alertmanager for the end-to-end alert test
     nodejs                  # tsc type-checks the dashboards against @grafana/schema
     chromium                # Playwright drives Debian's Chromium for the page tests (no browser download)
+    nginx                   # the collector's nginx engine and the bench's anchor (bench/collector_latency.py)
+    libnginx-mod-http-js    # njs: the nginx engine's capture hook (tests/test_sidecar_nginx.py, test_collector_proxy.py)
 )
 
 missing=()

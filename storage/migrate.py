@@ -25,7 +25,11 @@ DEFAULT_RETENTION_DAYS = 90
 # arrival stays inside it, while 36,500 wrapped around and expired every row at the next merge.
 MAX_RETENTION_DAYS = 25_000
 # Raw data under the retention TTL, with the expression the TTL counts from.
-RETENTION_TABLES = {"inferences": "received_at", "ground_truth": "toDateTime(received_at)"}
+RETENTION_TABLES = {
+    "inferences": "received_at",
+    "ground_truth": "toDateTime(received_at)",
+    "drift_hour_profiles": "toDateTime(built_at)",  # partial drift profiles live as long as the events they hold
+}
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _SPLIT = re.compile(r";\s*$", re.MULTILINE)

@@ -108,6 +108,38 @@ class InProcessCollector:
             self.writer.close(timeout=10.0)
 
 
+class InProcessNginxCollector:
+    """The nginx engine in this process: a real nginx (its own process), the capture log read by the real
+    capture thread, pipeline and writer into ``store_url``; the admin port on a loop thread."""
+
+    def __init__(self, store_url: str, spool_dir: str | Path, **config: Any) -> None:
+        from driftwarden.collector.admin import Admin, Readiness
+        from driftwarden.collector.edge.engine import NginxEngine
+
+        config.setdefault("listen", "127.0.0.1:0")
+        config.setdefault("admin_listen", "127.0.0.1:0")
+        self.config = CollectorConfig(store=store_url, engine="nginx", spool_dir=str(spool_dir), **config)
+        self.writer = open_writer(model=self.config.model, store=store_url, batch_events=1000, flush_interval_ms=50)
+        self.engine = NginxEngine(self.config, self.writer)
+        self.writer.start()
+        self.engine.start()
+        host, port = self.engine.address
+        self.url = f"http://{host}:{port}"
+        self.thread = LoopThread()
+        self.admin = Admin(Readiness(listener_up=True, writer_started=True), self.config.upstream)
+        ahost, aport = self.thread.run(self.admin.start(*self.config.admin_address))  # type: ignore[misc]
+        self.admin_url = f"http://{ahost}:{aport}"
+
+    def close(self) -> None:
+        try:
+            self.thread.run(self.admin.stop())
+        finally:
+            self.thread.close()
+            self.engine.stop(2.0)
+            self.writer.close(timeout=10.0)
+            self.engine.close()
+
+
 def wait_for(fetch: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 15.0) -> Any:
     """Call ``fetch`` until ``done(result)`` or the timeout; returns the last result."""
     deadline = time.monotonic() + timeout
@@ -133,6 +165,7 @@ class CollectorProcess:
             text=True,
         )
         line = _read_line(self.proc, startup_timeout)
+        self.line = line
         match = _LISTENING.search(line or "")
         if not match:
             self.proc.kill()

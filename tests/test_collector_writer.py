@@ -14,6 +14,7 @@ import pytest
 
 from driftwarden.collector import metrics
 from driftwarden.collector.event import Event
+from driftwarden.collector.sinks.store import StoreSink
 from driftwarden.collector.writer import open_writer
 from tests.hub_process import ROOT, Hub, free_port, query_store, wait_for
 
@@ -53,10 +54,13 @@ def test_a_full_batch_is_written_at_once_and_the_rest_waits_for_close(store, sto
     assert stats.written == stats.acknowledged == 250 and stats.dropped == {}
 
 
-def test_a_backlog_of_full_batches_goes_to_the_store_in_inserts_of_up_to_four_batches(store, store_url):
+def test_a_backlog_of_full_batches_goes_to_the_store_in_inserts_of_up_to_max_insert_events(
+    store, store_url, monkeypatch
+):
     """A writer that fell behind (here: 9.5 batches queued before its flusher starts) writes whole batches,
-    up to four per insert (an insert costs a fixed ~14 ms in the embedded store), and keeps the remainder
-    short of a batch for the flush interval."""
+    up to the store sink's ``max_insert_events`` per insert (an insert costs a fixed ~8-10 ms in the embedded
+    store; the cap is 50,000 events, 40 here), and keeps the remainder short of a batch for the flush interval."""
+    monkeypatch.setattr(StoreSink, "max_insert_events", 40)
     writer = open_writer(model="backlog", store=store_url, batch_events=10, flush_interval_ms=600_000)
     for event in _events(95, model="backlog"):
         writer.submit(event)

@@ -245,3 +245,18 @@ def test_cells_from_sorted_values_equal_the_grouped_cells(store, monkeypatch):
         assert results["sorted", name] == results["grouped", name] == results["batched", name]
     computations = {f["details"]["computation"] for f in json.loads(results["sorted", "exact profile"])["features"]}
     assert computations == {"cells"}  # 12,000 + 9,000 values > 15,000: an exact profile compared on cells
+
+
+def test_wide_windows_are_counted_in_the_fewest_even_batches_under_the_memory_bound():
+    from driftwarden.detectors.drift import cells
+
+    rows = 100_000
+    per_query = cells.MAX_SORTED_VALUES // rows  # 600 features of 100,000 rows
+    for features, sizes in ((500, [500]), (2_000, [500] * 4), (1_300, [434, 434, 432]), (601, [301, 300])):
+        batches = cells.feature_batches([f"n{k}" for k in range(features)], rows)
+        assert [len(b) for b, _ in batches] == sizes
+        assert all(sorted_path for _, sorted_path in batches)
+        assert len(batches) == -(-features // per_query)  # no more scans than the bound needs
+        assert max(sizes) * rows <= cells.MAX_SORTED_VALUES
+    # few features over many rows: one GROUP BY, whose memory grows with the cells only
+    assert cells.feature_batches(["a", "b"], 50_000_000) == [(["a", "b"], False)]

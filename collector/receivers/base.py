@@ -49,7 +49,7 @@ def base_event(ex: Exchange, *, model: str, model_version: str, model_digest: st
         status=ex.status,
         latency_ms=ex.latency_ms,
         upstream_latency_ms=ex.upstream_latency_ms,
-        request_bytes=min(len(ex.request_body), 0xFFFFFFFF),
+        request_bytes=min(ex.request_bytes if ex.request_bytes >= 0 else len(ex.request_body), 0xFFFFFFFF),
         response_bytes=min(ex.response_bytes, 0xFFFFFFFF),
         error_class=ex.error_class,
         trace_id=ex.trace_id,

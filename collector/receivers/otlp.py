@@ -20,9 +20,13 @@ Answers, in the content type of the request:
 Persistence goes through the hub's one ingest function (``collector.ingest.persist``), the same
 as ``POST /v1/events``, and is guarded by the same ingest token (``collector.hub_app``); requests
 that wait for the store at the same time are written in one insert (``coalesce=True``), each
-answered once its calls are stored. The GenAI metrics (``collector.genai_metrics``) are observed
-once the store took the calls. Decoding and mapping run on the thread pool, not on the event
-loop; the protobuf is decoded by ``opentelemetry-proto``'s messages on protobuf's upb backend.
+answered once its calls are stored; a request announces its calls while it decodes them
+(``ingest.Arrival``), so that an insert about to start can wait briefly to take them too. The
+GenAI metrics (``collector.genai_metrics``) are observed once the store took the calls. Decoding
+and mapping run on the thread pool, not on the event loop; the protobuf is decoded on protobuf's
+upb backend with ``opentelemetry-proto``'s descriptors, the span attributes as their encoded
+``KeyValue``, each distinct one decoded by ``opentelemetry-proto``'s class once
+(``genai_spans.TRACES_VIEW``); an OTLP/JSON body with ``opentelemetry-proto``'s messages.
 """
 
 from __future__ import annotations
@@ -47,10 +51,10 @@ from prometheus_client import Counter, Histogram
 
 from driftwarden.collector.genai_config import GenAIConfig
 from driftwarden.collector.genai_metrics import GenAIRecorder
-from driftwarden.collector.ingest import persist
+from driftwarden.collector.ingest import Arrival, persist
 from driftwarden.collector.metrics import LATENCY_BUCKETS, REGISTRY
 from driftwarden.collector.processors.redaction import Redactor
-from driftwarden.collector.receivers.genai_spans import SpanBatch, SpanMapper
+from driftwarden.collector.receivers.genai_spans import TRACES_VIEW, SpanBatch, SpanMapper
 
 log = logging.getLogger("driftwarden.otlp")
 
@@ -152,9 +156,11 @@ async def post_traces(request: Request) -> Response:
         ingest = genai_ingest(request)
         limit = ingest.config.max_request_bytes
         body = await read_body(request, limit)
-        batch = await run_in_threadpool(_decode_and_map, body, as_json, ingest)
+        with Arrival() as arrival:  # an insert about to start may wait for these calls (group commit)
+            batch = await run_in_threadpool(_decode_and_map, body, as_json, ingest)
+            if batch.stored:
+                await persist(request, "inferences", batch.table, coalesce=True, arrival=arrival)
         if batch.stored:
-            await persist(request, "inferences", batch.table, coalesce=True)
             await run_in_threadpool(ingest.recorder.observe_calls, batch.calls)
         spans_received.labels("stored").inc(batch.stored)
         spans_received.labels("not_genai").inc(batch.not_genai)
@@ -222,16 +228,23 @@ async def read_body(request: Request, limit: int) -> bytes:
 def _decode_and_map(body: bytes, as_json: bool, ingest: GenAIIngest) -> SpanBatch:
     """The request's spans as calls (priced), with their Arrow table when there are any."""
     message = decode_json(body) if as_json else decode_protobuf(body)
-    return ingest.mapper.map(message)
-
-
-def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
     try:
-        return ExportTraceServiceRequest.FromString(body)
+        return ingest.mapper.map(message)
+    except DecodeError as exc:  # a span attribute (an encoded KeyValue, see genai_spans.TRACES_VIEW)
+        raise _not_protobuf(exc) from None
+
+
+def decode_protobuf(body: bytes) -> Any:
+    """The body as ``genai_spans.TRACES_VIEW``: an ``ExportTraceServiceRequest`` whose span attributes the
+    mapper decodes with ``opentelemetry-proto``'s ``KeyValue`` (each distinct one once)."""
+    try:
+        return TRACES_VIEW.FromString(body)
     except DecodeError as exc:
-        raise OTLPError(
-            400, _RPC_INVALID_ARGUMENT, f"the body is not a valid ExportTraceServiceRequest protobuf ({exc})"
-        ) from None
+        raise _not_protobuf(exc) from None
+
+
+def _not_protobuf(exc: DecodeError) -> OTLPError:
+    return OTLPError(400, _RPC_INVALID_ARGUMENT, f"the body is not a valid ExportTraceServiceRequest protobuf ({exc})")
 
 
 def decode_json(body: bytes) -> ExportTraceServiceRequest:

@@ -24,6 +24,11 @@ class StoreSink:
     """
 
     name = "store"
+    # A writer with a backlog sends it in inserts of whole batches up to this many events: an insert into the
+    # embedded store costs a fixed ~8-10 ms of CPU (a new part of the 58-column table) plus ~1.5 µs per event,
+    # and every part is merged later at a cost per part, so fewer, larger inserts cost less per event
+    # (BENCHMARKS.md, capture throughput 2026-12-02 evening).
+    max_insert_events = 50_000
 
     def __init__(self, url: str | None, *, client=None, timeout_s: float = 30.0) -> None:
         self.url = url

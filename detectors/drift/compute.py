@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from clickhouse_connect.driver.client import Client
 
 from driftwarden.detectors import provenance
-from driftwarden.detectors.drift import cells, sql
+from driftwarden.detectors.drift import cells, incremental_compare, sql
 from driftwarden.detectors.drift import embedding as embedding_drift
 from driftwarden.detectors.drift import text as text_drift
 from driftwarden.detectors.drift.controls import control_false_positives, mark_persistence
@@ -55,7 +55,11 @@ def compute_drift(
     _check_model(client, model)
     reference_rows = _rows(client, source, reference, "reference")
     current_rows = _rows(client, source, current, "current")
-    specs = list(features) if features is not None else _discover(client, source, reference, reference_rows, target)
+    specs = (
+        list(features)
+        if features is not None
+        else _discover(client, source, reference, reference_rows, target, settings)
+    )
     if features is None and target == "feature":
         specs += _discover_text_and_embeddings(client, source, reference)
     if not specs:
@@ -65,21 +69,32 @@ def compute_drift(
     results: dict[str, FeatureDrift] = {}
     profile_hashes: dict[str, str] = {}
     digests: dict[str, str] = {}
+    hours = _from_hours(client, source, reference, current, target, specs, settings, reference_rows)
     for kind in ("numeric", "categorical"):
         kind_specs = [s for s in specs if s.kind == kind]
         if not kind_specs:
             continue
         names = [s.name for s in kind_specs]
         wide = kind == "numeric" and _wide(len(names), reference_rows + current_rows, settings)
-        profiles = ensure_profiles(client, source, reference, target, kind, names, reference_rows, settings, wide)
+        # features read from the hour profiles; the others (all, for short windows) on the per-window paths
+        profiles = dict(hours.profiles[kind]) if hours else {}
+        rows = dict(hours.rows[kind]) if hours else {}
+        rest = [s for s in kind_specs if s.name not in profiles]
+        if rest:
+            rest_names = [s.name for s in rest]
+            profiles.update(
+                ensure_profiles(client, source, reference, target, kind, rest_names, reference_rows, settings, wide)
+            )
+            if kind == "numeric":
+                rows.update(
+                    _compare_numeric(
+                        client, source, reference, current, target, rest, settings, profiles, current_rows, wide
+                    )
+                )
+            else:
+                rows.update(_compare_categorical(client, source, current, target, rest_names, settings))
         for name, profile in profiles.items():
             profile_hashes[prefix(target, kind) + name] = profile.profile_hash
-        if kind == "numeric":
-            rows = _compare_numeric(
-                client, source, reference, current, target, kind_specs, settings, profiles, current_rows, wide
-            )
-        else:
-            rows = _compare_categorical(client, source, current, target, names, settings)
         for spec in kind_specs:
             row = rows.get(spec.name)
             if row is not None:
@@ -170,7 +185,7 @@ def _rows(client: Client, source: sql.Source, window: Window, name: str) -> int:
 
 
 def _discover(
-    client: Client, source: sql.Source, reference: Window, reference_rows: int, target: str
+    client: Client, source: sql.Source, reference: Window, reference_rows: int, target: str, settings: DriftSettings
 ) -> list[FeatureSpec]:
     """Every feature (or output) seen in the reference window; found once per window and row count, then
     remembered beside its profiles (finding them reads every event's names)."""
@@ -185,9 +200,11 @@ def _discover(
     if remembered:
         found = [tuple(item.split("/", 1)) for item in remembered[0][0]]
         return [FeatureSpec(name, kind) for kind, name in found]
-    numeric, categorical, predictions, labels = client.query(
-        sql.discover(source, reference), parameters=source.parameters()
-    ).result_rows[0]
+    # from the hour profiles' name lists when they cover the window (incremental_compare.discover), else a scan
+    found = incremental_compare.discover(client, source, reference, reference_rows, settings)
+    numeric, categorical, predictions, labels = (
+        found or client.query(sql.discover(source, reference), parameters=source.parameters()).result_rows[0]
+    )
     if target == "prediction":
         specs = [FeatureSpec("prediction", "numeric")] if predictions else []
         specs += [FeatureSpec("prediction_label", "categorical")] if labels else []
@@ -292,6 +309,37 @@ def _compare_numeric(
                 rows[row["name"]] = _cell_row(row, profiles[row["name"]], grids[row["name"]][1])
             add_bins(rows, cells.sturges(source, current, target, per_feature), batch, grid_parameters)
     return rows
+
+
+def _from_hours(
+    client: Client,
+    source: sql.Source,
+    reference: Window,
+    current: Window,
+    target: str,
+    specs: list[FeatureSpec],
+    settings: DriftSettings,
+    reference_rows: int,
+) -> incremental_compare.HourComparison | None:
+    """The numeric and categorical features compared from the windows' hour profiles, when the windows are long
+    (:func:`incremental_compare.applies`) and their hours were profiled as data arrived; None otherwise."""
+    numeric = [s for s in specs if s.kind == "numeric"]
+    categorical = [s.name for s in specs if s.kind == "categorical"]
+    if not (numeric or categorical) or not incremental_compare.applies(len(numeric), reference_rows, settings):
+        return None
+    return incremental_compare.compare_from_hours(
+        client,
+        source,
+        reference,
+        current,
+        target,
+        [s.name for s in numeric],
+        {s.name: _ends_limit(s, settings) for s in numeric},
+        {s.name for s in numeric if s.method in ("psi", "jensenshannon")},
+        categorical,
+        settings,
+        reference_rows,
+    )
 
 
 def _wide(features: int, rows: int, settings: DriftSettings) -> bool:
@@ -407,7 +455,7 @@ def _score_numeric(
         "reference_std": profile.std,
         "computation": row["computation"],
     }
-    if row["computation"] == "cells":
+    if row["computation"] in ("cells", "hour cells"):
         details.update(_cell_details(row, profile, method))
     if impl.needs == "support":
         data = Support(nr, nc, float(row["ks_statistic"]), float(row["wasserstein"]), float(profile.std))

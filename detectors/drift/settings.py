@@ -80,7 +80,12 @@ class DriftSettings:
     with a computed bound on the error of each statistic (see :mod:`driftwarden.detectors.drift.cells`);
     ``exact_max_run_values`` — the same for a whole run: when its numeric features times the rows of both
     windows exceed this, every numeric feature goes on cells (a wide model: 500 features of 100,000 rows
-    per window would sort and store 100M values exactly).
+    per window would sort and store 100M values exactly);
+    ``hour_profiles_min_rows`` — a reference window of at least this many events whose numeric features go on
+    cells is read from the partial profiles kept per hour as data arrives
+    (:mod:`driftwarden.detectors.drift.incremental`): both windows are merged from their hours instead of scanned,
+    while at most a quarter of their complete hours are unprofiled (the scheduler keeps them; a run profiles the
+    few that late rows changed), and the model has at most 200 numeric features (0: whatever the window's size).
     """
 
     drift_share: float = 0.5
@@ -95,6 +100,7 @@ class DriftSettings:
     exact_max_values: int = 200_000
     exact_max_run_values: int = 10_000_000
     cell_resolution: float = 0.002
+    hour_profiles_min_rows: int = 1_000_000
     # text and embedding features: rows per window sent to Python (detectors/drift/text.py, embedding.py)
     text_sample_rows: int = 20_000
     embedding_sample_rows: int = 20_000
@@ -122,6 +128,8 @@ class DriftSettings:
             raise ValueError(f"exact_max_values must be >= 0, got {self.exact_max_values}")
         if self.exact_max_run_values < 0:
             raise ValueError(f"exact_max_run_values must be >= 0, got {self.exact_max_run_values}")
+        if self.hour_profiles_min_rows < 0:
+            raise ValueError(f"hour_profiles_min_rows must be >= 0, got {self.hour_profiles_min_rows}")
         for key in ("text_sample_rows", "embedding_sample_rows", "mmd_sample_rows"):
             if getattr(self, key) < 10:
                 raise ValueError(f"{key} must be >= 10 rows, got {getattr(self, key)}")
@@ -145,6 +153,7 @@ class DriftSettings:
             "exact_max_values": self.exact_max_values,
             "exact_max_run_values": self.exact_max_run_values,
             "cell_resolution": self.cell_resolution,
+            "hour_profiles_min_rows": self.hour_profiles_min_rows,
             "text_sample_rows": self.text_sample_rows,
             "embedding_sample_rows": self.embedding_sample_rows,
             "mmd_sample_rows": self.mmd_sample_rows,

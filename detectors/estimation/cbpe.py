@@ -264,7 +264,7 @@ def fit_cbpe(
         f"""
         SELECT s, {target} FROM {sampled}
         WHERE has = 1 AND truth != '' AND {_has_score(task)}
-        LIMIT {int(sample_rows)}
+        ORDER BY cityHash64(event_id) LIMIT {int(sample_rows)}
         """,
         parameters=params,
         settings=SETTINGS,
@@ -341,12 +341,12 @@ def _binary_reference(
                countIf(l AND y AND yp), countIf(l AND NOT y AND yp), countIf(l AND y AND NOT yp),
                countIf(l AND NOT y AND NOT yp), countIf(l AND y), countIf(l AND NOT y),
                arrayAUC(groupArrayIf(x, l), groupArrayIf(y, l)),
-               groupArrayIf(x, l AND sampled), groupArrayIf(y, l AND sampled),
+               groupArrayIf(x, l AND sampled), groupArrayIf(y, l AND sampled), groupArrayIf(h, l AND sampled),
                sumResample(0, {GRID_CELLS}, 1)(y, c), sumResample(0, {GRID_CELLS}, 1)(x, c),
                countResample(0, {GRID_CELLS}, 1)(c)
         FROM (SELECT {chunk_index(reference, fit.chunk)} + 1 AS g, s, predicted, truth, has,
                      {labelled} AS l, toUInt8(truth = {{pos:String}}) AS y, {_yp("binary")} AS yp,
-                     toFloat64(s) AS x, cityHash64(event_id) <= {bound} AS sampled,
+                     toFloat64(s) AS x, cityHash64(event_id) AS h, h <= {bound} AS sampled,
                      if(l AND x >= 0 AND x <= 1, least(toUInt32(x * {GRID_CELLS}), {GRID_CELLS - 1}), {GRID_CELLS}) AS c
               FROM {base})
         GROUP BY g ORDER BY g
@@ -365,8 +365,11 @@ def _binary_reference(
     tp, fp, fn, tn = (sum(r[k] for r in found) for k in (9, 10, 11, 12))
     if sum(r[8] for r in found) or not (tp + fn and fp + tn):
         return None  # another class in the reference, or one of the candidates missing from it
-    scores = np.concatenate([np.asarray(r[16], dtype=float) for r in found])[:sample_rows]
-    y = np.concatenate([np.asarray(r[17], dtype=float) for r in found])[:sample_rows]
+    # in event-hash order (the order of groupArray depends on the engine's threads): the same reference gives
+    # the same sample, the same calibration decision and the same splits at every run
+    kept = np.argsort(np.concatenate([np.asarray(r[18], dtype=np.uint64) for r in found]), kind="stable")[:sample_rows]
+    scores = np.concatenate([np.asarray(r[16], dtype=float) for r in found])[kept]
+    y = np.concatenate([np.asarray(r[17], dtype=float) for r in found])[kept]
     if len(scores) < 2:
         raise EstimationError(f"the reference {reference} of model {model} has fewer than 2 scored, labelled rows")
     fit.sample_rows = len(scores)
@@ -374,8 +377,11 @@ def _binary_reference(
     # into the grid's cells (their mean score, share positive and count: a weighted isotonic regression)
     cells = np.zeros((3, GRID_CELLS))
     for r in found:
-        cells += np.asarray(r[18:21], dtype=float)
-    grid = fit_grid(y, scores, binned=cells)
+        cells += np.asarray(r[19:22], dtype=float)
+    # the reference's realized ROC AUC, shown beside the estimates: exact on the sample (every labelled
+    # reference row up to sample_rows); over millions of rows a second sort would cost more than the estimate
+    sample_auc = float(roc_auc_score(y, scores)) if 0 < y.sum() < len(y) else math.nan
+    grid = fit_grid(y, scores, binned=cells, auc=None if math.isnan(sample_auc) else sample_auc)
     fit.grids, fit.calibrated = [grid or _IDENTITY], [grid is not None]
     fit.components["roc_auc"] = sampling.auroc_component(scores, y)
     fit.components.update(sampling.binary_components(tp, fp, fn, tn))
@@ -385,9 +391,6 @@ def _binary_reference(
         counts += [(g, positive, 1, c_tp), (g, "", 1, c_fp), (g, positive, 0, c_fn), (g, "", 0, c_tn)]
         auc_rows.append((g, 0, pos, neg, auc))
     counts += [(0, positive, 1, tp), (0, "", 1, fp), (0, positive, 0, fn), (0, "", 0, tn)]
-    # the reference's realized ROC AUC, shown beside the estimates: exact on the sample (every labelled
-    # reference row up to sample_rows); over millions of rows a second sort would cost more than the estimate
-    sample_auc = float(roc_auc_score(y, scores)) if 0 < y.sum() < len(y) else math.nan
     return _metrics("binary", classes, positive, counts, auc_rows), sample_auc
 
 
@@ -585,11 +588,12 @@ def estimate_cbpe_windows(
     windows = list(windows)
     if not windows:
         return []
-    params = {**_params(fit, fit.model, fit.model_version, fit.classes, fit.positive), "grids": fit.grids}
+    params = _params(fit, fit.model, fit.model_version, fit.classes, fit.positive)
     base = rows(windows, fit.model_version, columns=_columns(fit.task), where=where)
     labels = labels_observed_since(client, fit.model, min(w.start for w in windows))
     if fit.task == "binary":
         return _binary_windows(client, fit, windows, params, base if labels else None, where)
+    params["grids"] = fit.grids  # bound only where read: 4,097 values per class to format
     checks = _input_problems(client, fit.task, base, params, fit.classes, windows, what="window")
     usable = [k for k, (_, _, problem) in enumerate(checks, start=1) if not problem]
     # the calibration grids are bound once per query (WITH), not once per use; estimates read no labels

@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="when the journal is flushed to disk: off (survives a process crash, not a power cut), interval "
         "(default: every fsync_interval_ms), always (before each response, group-committed)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("python", "nginx"),
+        help="the data plane: python (default, the built-in proxy) or nginx (nginx + njs proxies, the collector "
+        "captures from its log; needs --spool-dir and: apt-get install nginx libnginx-mod-http-js)",
+    )
     parser.add_argument("--admin-listen", metavar="HOST:PORT", help="serve /metrics, /healthz and /readyz here")
     parser.add_argument("--config", metavar="FILE", help="YAML file: redaction, sampling, payload cap, mappings")
     parser.add_argument("--upstream-timeout", type=float, metavar="S", help="seconds to wait for the upstream")
@@ -73,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         "hub": args.hub,
         "spool_dir": args.spool_dir,
         "fsync": args.fsync,
+        "engine": args.engine,
         "admin_listen": args.admin_listen,
         "upstream_timeout_s": args.upstream_timeout,
         "trust_client_event_headers": args.trust_client_event_headers,
@@ -82,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
         payload = {**config.payload.model_dump(), "sample_rate": args.payload_sample_rate}
         config = collector_config.load({**overrides, "payload": payload}, args.config)
     try:
+        if config.engine == "nginx":
+            from driftwarden.collector.edge import engine
+
+            return engine.run(config)
         return service.run(config)
     except StoreError as exc:
         raise UserError(str(exc)) from None
