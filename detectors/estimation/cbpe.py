@@ -132,8 +132,8 @@ def _params(fit: CBPEFit | None, model: str, model_version: str | None, classes,
 
 def _classes(
     client: Client, model: str, reference: Window, model_version: str | None, exact: bool = False
-) -> tuple[list[str], list[str]]:
-    """(classes among the reference labels, classes among its predicted labels and score names).
+) -> tuple[list[str], list[str], int]:
+    """(classes among the reference labels, classes among its predicted labels and score names, its predictions).
 
     Unless ``exact``, the label classes are candidates read from the first ``CANDIDATE_LABELS`` labels observed
     since the reference began, without a join; fit_cbpe verifies them on the whole reference (both held, no
@@ -141,20 +141,20 @@ def _classes(
     base = rows(
         reference, model_version, columns="i.prediction_label AS predicted, i.output_names AS names", labels=False
     )
-    params = {"m": model, "v": model_version or ""}
-    predicted, names = client.query(
-        f"SELECT groupUniqArrayIf(predicted, predicted != ''), groupUniqArrayArray(names) FROM {base}",
+    params = {"m": model, "v": model_version or "", "s": reference.start}
+    # the predictions' classes and every label of the model observed since the reference began (no join), in
+    # one query: when the labels hold two classes, those are the candidates (fit_cbpe checks that the reference
+    # holds both); else the exact set
+    predicted, names, n, candidates = client.query(
+        f"SELECT * FROM (SELECT groupUniqArrayIf(predicted, predicted != ''), groupUniqArrayArray(names), count() "
+        f"FROM {base}) AS p CROSS JOIN (SELECT groupUniqArrayIf(3)(truth, truth != '') FROM (SELECT {TRUTH} AS truth "
+        f"FROM ground_truth WHERE model = {{m:String}} AND ts >= {{s:DateTime64(6, 'UTC')}} "
+        f"LIMIT {CANDIDATE_LABELS})) AS l",
         parameters=params,
     ).result_rows[0]
-    # every label of the model observed since the reference began (no join): when they hold at most two
-    # classes, those are the candidates (fit_cbpe checks that the reference holds both); else the exact set
-    (candidates,) = client.query(
-        f"SELECT groupUniqArrayIf(3)(truth, truth != '') FROM (SELECT {TRUTH} AS truth FROM ground_truth "
-        f"WHERE model = {{m:String}} AND ts >= {{s:DateTime64(6, 'UTC')}} LIMIT {CANDIDATE_LABELS})",
-        parameters={**params, "s": reference.start},
-    ).result_rows[0]
+    outputs = sorted(set(map(str, predicted)) | set(map(str, names)))
     if not exact and len(candidates) == 2:
-        return sorted(map(str, candidates)), sorted(set(map(str, predicted)) | set(map(str, names)))
+        return sorted(map(str, candidates)), outputs, n
     version = "" if model_version is None else "AND model_version = {v:String}"
     (truth,) = client.query(
         f"SELECT groupUniqArrayIf(truth, truth != '') FROM (SELECT {TRUTH} AS truth FROM ground_truth FINAL "
@@ -162,7 +162,7 @@ def _classes(
         f"AND NOT is_replay AND {reference.sql()} {version}))",
         parameters=params,
     ).result_rows[0]
-    return sorted(map(str, truth)), sorted(set(map(str, predicted)) | set(map(str, names)))
+    return sorted(map(str, truth)), outputs, n
 
 
 def _positive(classes: list[str], configured: str | None) -> str:
@@ -191,7 +191,7 @@ def fit_cbpe(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise EstimationError(f"CBPE estimates {', '.join(METRICS)}, not {', '.join(unknown)}")
-    truth_classes, output_classes = _classes(client, model, reference, model_version, exact=_exact_classes)
+    truth_classes, output_classes, predictions = _classes(client, model, reference, model_version, exact=_exact_classes)
     if len(truth_classes) < 2:
         raise EstimationError(
             f"the reference {reference} of model {model} has "
@@ -219,7 +219,7 @@ def fit_cbpe(
     params = _params(None, model, model_version, classes, positive)
     base = rows(reference, model_version, columns=_columns(task))
     if task == "binary":
-        found = _binary_reference(client, fit, base, params, sample_rows)
+        found = _binary_reference(client, fit, base, params, sample_rows, predictions)
         if found is None and _exact_classes:
             raise EstimationError(
                 f"the reference {reference} of model {model} has scored, labelled rows of one class only: CBPE "
@@ -315,7 +315,7 @@ def _thresholds(fit: CBPEFit, per_chunk: dict[int, dict], roc_auc: float | None)
 
 
 def _binary_reference(
-    client: Client, fit: CBPEFit, base: str, params: dict, sample_rows: int
+    client: Client, fit: CBPEFit, base: str, params: dict, sample_rows: int, predictions: int
 ) -> tuple[dict[int, dict], float] | None:
     """Everything a binary CBPE learns from its reference, in one pass over the labelled reference.
 
@@ -325,12 +325,7 @@ def _binary_reference(
     and returns the realized metrics per chunk (group 0: the whole reference) with the ROC AUC of the sample;
     None when the candidate classes of :func:`_classes` are not the reference's."""
     reference, model, classes, positive = fit.reference, fit.model, fit.classes, fit.positive
-    version = "" if fit.model_version is None else " AND model_version = {v:String}"
-    (approximate,) = client.query(  # no FINAL, no join: only the sample's share needs it
-        f"SELECT count() FROM inferences WHERE model = {{m:String}} AND {reference.sql()}{version}",
-        parameters=params,
-    ).result_rows[0]
-    bound = int(min(1.0, sample_rows / max(approximate, 1)) * (2**64 - 1))
+    bound = int(min(1.0, sample_rows / max(predictions, 1)) * (2**64 - 1))
     labelled = "has = 1 AND truth != '' AND NOT isNaN(s)"
     found = client.query(
         f"""
