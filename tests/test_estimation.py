@@ -105,6 +105,51 @@ def test_cbpe_binary_estimates_the_expected_metrics_of_calibrated_scores_and_ale
     assert {m: (v, a) for m, v, a in stored}["accuracy"] == (pytest.approx(accuracy.estimated), True)
 
 
+def test_cell_auc_is_within_its_bound_of_scikit_learns_roc_auc():
+    from sklearn.metrics import roc_auc_score
+
+    from driftwarden.detectors.estimation.calibration import GRID_CELLS
+    from driftwarden.detectors.estimation.cbpe import _cell_auc
+
+    rng = np.random.default_rng(5)
+    for a, b, n in ((0.5, 0.5, 100_000), (2, 2, 100_000), (1, 30, 20_000), (40, 40, 5_000)):
+        score = rng.beta(a, b, n)
+        truth = (rng.random(n) < score).astype(float)
+        cell = np.minimum((score * GRID_CELLS).astype(int), GRID_CELLS - 1)
+        positives = np.bincount(cell, weights=truth, minlength=GRID_CELLS)
+        counts = np.bincount(cell, minlength=GRID_CELLS).astype(float)
+        auc, bound = _cell_auc(positives, counts)
+        assert 0 < bound < 0.01
+        assert abs(auc - roc_auc_score(truth, score)) <= bound, (a, b, n)
+    # scores that are equal within a cell are ties for scikit-learn too: exact
+    score = rng.integers(0, 20, 10_000) / 20
+    truth = (rng.random(10_000) < score).astype(float)
+    cell = np.minimum((score * GRID_CELLS).astype(int), GRID_CELLS - 1)
+    auc, _ = _cell_auc(np.bincount(cell, weights=truth, minlength=GRID_CELLS), np.bincount(cell, minlength=GRID_CELLS))
+    assert auc == pytest.approx(roc_auc_score(truth, score), abs=1e-12)
+
+
+@pytest.mark.parametrize("spread", [True, False], ids=["spread-scores-from-cells", "crowded-scores-sorted"])
+def test_cbpe_thresholds_come_from_each_reference_chunks_realized_roc_auc(store, spread):
+    """Spread scores: the chunks' ROC AUC from the score cells (within 1e-4 of the exact value); scores crowded
+    into few cells: the cells cannot guarantee it, the chunks are sorted and the value is scikit-learn's."""
+    from sklearn.metrics import roc_auc_score
+
+    from driftwarden.detectors.estimation import sampling
+
+    rng = np.random.default_rng(11)
+    a = 0.5 if spread else 60.0
+    reference = _binary(REFERENCE, 20_000, rng, a=a, b=a, prefix="r")
+    _ingest(store, reference, "auc", prediction_column="predicted", score_columns={"": "score"}, label_column="truth")
+    fit = fit_cbpe(store, "auc", REFERENCE, DAY, metrics=["roc_auc"])
+    day = (pd.to_datetime(reference["ts"]) - pd.Timestamp(REF_START)).dt.days
+    exact = [roc_auc_score(reference["truth"][day == d], reference["score"][day == d]) for d in range(10)]
+    lower, upper = sampling.thresholds(exact, 0.0, 1.0)
+    tolerance = 1e-3 if spread else 1e-12  # 3 standard deviations of values each within 1e-4
+    assert fit.lower["roc_auc"] == pytest.approx(lower, abs=tolerance)
+    assert fit.upper["roc_auc"] == pytest.approx(upper, abs=tolerance)
+
+
 def test_cbpe_reports_realized_metrics_once_the_labels_of_the_window_arrive(store):
     rng = np.random.default_rng(3)
     reference = _binary(REFERENCE, 5_000, rng, a=0.5, b=0.5, prefix="r")

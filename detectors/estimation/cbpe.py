@@ -21,9 +21,10 @@ The calibration map is linear inside a cell, so a cell's calibrated probabilitie
 n g[c] + (g[c+1] - g[c]) (4096 sum(s) - n c), exactly what a per-row interpolation sums to; the cells
 are also the ROC AUC steps (rows of one cell count as tied: their calibrated probabilities differ by at
 most the map's rise over a cell). The reference is read once through its join with the labels: per
-chunk the input checks, the confusion counts and the exact realized ROC AUC (the thresholds), a
-uniform sample by event-id hash (default 50,000 labelled rows: NannyML's calibration test and the
-ROC AUC sampling error) and the per-cell histogram of every labelled row (the isotonic map).
+chunk the input checks, the confusion counts and the realized ROC AUC (the thresholds; from the cells,
+within 1e-4 of the exact value, else sorted), a uniform sample by event-id hash (default 50,000 labelled
+rows: NannyML's calibration test and the ROC AUC sampling error) and the per-cell histogram of every
+labelled row (the isotonic map).
 Multiclass windows are calibrated per row in SQL (the grid interpolated, see :mod:`.calibration`) with
 ROC AUC on 2^16 score steps. Python receives a few thousand numbers per window.
 
@@ -319,11 +320,12 @@ def _binary_reference(
 ) -> tuple[dict[int, dict], float] | None:
     """Everything a binary CBPE learns from its reference, in one pass over the labelled reference.
 
-    Per reference chunk: the input checks, the realized confusion counts and the exact realized ROC AUC
-    (for the thresholds), and the chunk's share of the calibration sample (labelled rows whose event-id hash
-    falls under a bound: uniform, no sort). Fills the calibration and the sampling-error components of ``fit``
-    and returns the realized metrics per chunk (group 0: the whole reference) with the ROC AUC of the sample;
-    None when the candidate classes of :func:`_classes` are not the reference's."""
+    Per reference chunk: the input checks, the realized confusion counts, the per-cell histogram of its
+    labelled rows (the isotonic map, and the realized ROC AUC for the thresholds: :func:`_cell_auc`), and the
+    chunk's share of the calibration sample (labelled rows whose event-id hash falls under a bound: uniform, no
+    sort). Fills the calibration and the sampling-error components of ``fit`` and returns the realized metrics
+    per chunk (group 0: the whole reference) with the ROC AUC of the sample; None when the candidate classes of
+    :func:`_classes` are not the reference's."""
     reference, model, classes, positive = fit.reference, fit.model, fit.classes, fit.positive
     bound = int(min(1.0, sample_rows / max(predictions, 1)) * (2**64 - 1))
     labelled = "has = 1 AND truth != '' AND NOT isNaN(s)"
@@ -335,7 +337,6 @@ def _binary_reference(
                countIf(l AND NOT has({{classes:Array(String)}}, truth)),
                countIf(l AND y AND yp), countIf(l AND NOT y AND yp), countIf(l AND y AND NOT yp),
                countIf(l AND NOT y AND NOT yp), countIf(l AND y), countIf(l AND NOT y),
-               arrayAUC(groupArrayIf(x, l), groupArrayIf(y, l)),
                groupArrayIf(x, l AND sampled), groupArrayIf(y, l AND sampled), groupArrayIf(h, l AND sampled),
                sumResample(0, {GRID_CELLS}, 1)(y, c), sumResample(0, {GRID_CELLS}, 1)(x, c),
                countResample(0, {GRID_CELLS}, 1)(c)
@@ -362,9 +363,9 @@ def _binary_reference(
         return None  # another class in the reference, or one of the candidates missing from it
     # in event-hash order (the order of groupArray depends on the engine's threads): the same reference gives
     # the same sample, the same calibration decision and the same splits at every run
-    kept = np.argsort(np.concatenate([np.asarray(r[18], dtype=np.uint64) for r in found]), kind="stable")[:sample_rows]
-    scores = np.concatenate([np.asarray(r[16], dtype=float) for r in found])[kept]
-    y = np.concatenate([np.asarray(r[17], dtype=float) for r in found])[kept]
+    kept = np.argsort(np.concatenate([np.asarray(r[17], dtype=np.uint64) for r in found]), kind="stable")[:sample_rows]
+    scores = np.concatenate([np.asarray(r[15], dtype=float) for r in found])[kept]
+    y = np.concatenate([np.asarray(r[16], dtype=float) for r in found])[kept]
     if len(scores) < 2:
         raise EstimationError(f"the reference {reference} of model {model} has fewer than 2 scored, labelled rows")
     fit.sample_rows = len(scores)
@@ -372,7 +373,7 @@ def _binary_reference(
     # into the grid's cells (their mean score, share positive and count: a weighted isotonic regression)
     cells = np.zeros((3, GRID_CELLS))
     for r in found:
-        cells += np.asarray(r[19:22], dtype=float)
+        cells += np.asarray(r[18:21], dtype=float)
     # the reference's realized ROC AUC, shown beside the estimates: exact on the sample (every labelled
     # reference row up to sample_rows); over millions of rows a second sort would cost more than the estimate
     sample_auc = float(roc_auc_score(y, scores)) if 0 < y.sum() < len(y) else math.nan
@@ -380,13 +381,55 @@ def _binary_reference(
     fit.grids, fit.calibrated = [grid or _IDENTITY], [grid is not None]
     fit.components["roc_auc"] = sampling.auroc_component(scores, y)
     fit.components.update(sampling.binary_components(tp, fp, fn, tn))
+    # each chunk's realized ROC AUC from its cells, exact to AUC_TOLERANCE; the chunks whose cells cannot
+    # guarantee it (scores crowded into few cells) are read again and sorted
+    aucs = [_cell_auc(np.asarray(r[18], dtype=float), np.asarray(r[20], dtype=float)) for r in found]
+    crowded = [r[0] for r, (_, bound) in zip(found, aucs, strict=True) if bound > AUC_TOLERANCE]
+    exact = _exact_aucs(client, fit, base, params, crowded) if crowded else {}
     counts, auc_rows = [], []
-    for r in found:
-        g, (c_tp, c_fp, c_fn, c_tn, pos, neg, auc) = r[0], r[9:16]
+    for r, (auc, _) in zip(found, aucs, strict=True):
+        g, (c_tp, c_fp, c_fn, c_tn, pos, neg) = r[0], r[9:15]
         counts += [(g, positive, 1, c_tp), (g, "", 1, c_fp), (g, positive, 0, c_fn), (g, "", 0, c_tn)]
-        auc_rows.append((g, 0, pos, neg, auc))
+        auc_rows.append((g, 0, pos, neg, exact.get(g, auc)))
     counts += [(0, positive, 1, tp), (0, "", 1, fp), (0, positive, 0, fn), (0, "", 0, tn)]
     return _metrics("binary", classes, positive, counts, auc_rows), sample_auc
+
+
+AUC_TOLERANCE = 1e-4
+"""Largest difference allowed between a reference chunk's realized ROC AUC computed from its score cells and the
+exact value (scikit-learn's ``roc_auc_score``); a chunk whose cells cannot guarantee it is sorted instead."""
+
+
+def _cell_auc(positives: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
+    """ROC AUC of labelled rows binned into ascending score cells, and the most it can differ from the exact value.
+
+    A (positive, negative) pair in two cells is ranked as its scores are; a pair in one cell counts as a tie
+    (1/2), as it is exactly when the two scores are equal, and is off by at most 1/2 otherwise: the bound is
+    half the share of such pairs. Spread scores make it small (calibrated, uniform scores on 4,096 cells: about
+    1/12,000)."""
+    negatives = counts - positives
+    pairs = positives.sum() * negatives.sum()
+    if not pairs:
+        return math.nan, 0.0
+    below = np.cumsum(negatives) - negatives
+    auc = (positives * (below + 0.5 * negatives)).sum() / pairs
+    return float(auc), float(0.5 * (positives * negatives).sum() / pairs)
+
+
+def _exact_aucs(client: Client, fit: CBPEFit, base: str, params: dict, groups: list[int]) -> dict[int, float]:
+    """The exact realized ROC AUC of the reference chunks ``groups`` (their labelled rows sorted by score)."""
+    found = client.query(
+        f"""
+        SELECT g, arrayAUC(groupArray(toFloat64(s)), groupArray(truth = {{pos:String}}))
+        FROM (SELECT {chunk_index(fit.reference, fit.chunk)} + 1 AS g, s, truth FROM {base}
+              WHERE has = 1 AND truth != '' AND NOT isNaN(s))
+        WHERE g IN {{groups:Array(UInt32)}}
+        GROUP BY g
+        """,
+        parameters={**params, "groups": groups},
+        settings=SETTINGS,
+    ).result_rows
+    return {int(g): float(auc) for g, auc in found}
 
 
 def _input_problems(
