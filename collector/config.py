@@ -189,6 +189,12 @@ class CollectorConfig(_Strict):
         description="engine nginx: the collector process (capture) runs at this nice level above nginx's, so that "
         "answering comes first on a busy machine and capture catches up from the log",
     )
+    capture_idle: bool = Field(
+        default=True,
+        description="engine nginx: the collector process (capture) also runs under Linux's SCHED_IDLE policy, so "
+        "that nginx and the model server preempt it at once (the slowest answers stay fast); capture catches up "
+        "from the log on disk (driftwarden_collector_capture_backlog_bytes)",
+    )
     payload: PayloadConfig = PayloadConfig()
     redaction: RedactionConfig = RedactionConfig()
     oip: OIPConfig = OIPConfig()

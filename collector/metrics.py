@@ -62,6 +62,12 @@ spool_bytes = Gauge(
     ["model"],
     registry=REGISTRY,
 )
+capture_backlog_bytes = Gauge(
+    "driftwarden_collector_capture_backlog_bytes",
+    "Engine nginx: bytes of the capture log that nginx wrote and the collector has not read yet",
+    ["model"],
+    registry=REGISTRY,
+)
 spool_segments = Gauge(
     "driftwarden_collector_spool_segments",
     "Segment files in the on-disk spool",

@@ -197,7 +197,8 @@ def _read_line(proc: subprocess.Popen, timeout: float) -> str | None:
 def query_store(store_dir: Path, sql: str) -> list[dict[str, Any]]:
     """Rows of ``sql`` on the embedded store at ``store_dir``, read by a subprocess (it owns the engine)."""
     code = (
-        "import json, sys, storage\n"
+        "import json, sys\n"
+        "from driftwarden import storage\n"
         "c = storage.connect(sys.argv[1])\n"
         "r = c.query(sys.argv[2])\n"
         "print(json.dumps([dict(zip(r.column_names, row)) for row in r.result_rows], default=str))\n"

@@ -177,6 +177,28 @@ def test_a_killed_collector_loses_nothing_nginx_answered_meanwhile(upstream, tmp
 
 
 @pytest.mark.timeout(120)
+def test_capture_yields_the_cpu_to_nginx_and_exports_the_log_it_has_not_read(upstream, tmp_path):
+    """Every thread of the collector runs under SCHED_IDLE at a higher nice level (nginx preempts capture at
+    once); nginx keeps the policy and the priority it started with; /metrics says how far capture lags."""
+    args = ("--upstream", upstream.url, "--model", "idle", "--store", f"chdb://{tmp_path / 'store'}")
+    collector = CollectorProcess(*args, "--spool-dir", str(tmp_path / "spool"), "--engine", "nginx")
+    try:
+        r = httpx.post(collector.url + "/v2/models/parity/infer", json={"inputs": [{"data": [1.5]}]})
+        assert r.status_code == 200
+        tasks = [int(t) for t in os.listdir(f"/proc/{collector.proc.pid}/task")]
+        assert tasks and {os.sched_getscheduler(t) for t in tasks} == {os.SCHED_IDLE}
+        assert {os.getpriority(os.PRIO_PROCESS, t) for t in tasks} == {os.getpriority(os.PRIO_PROCESS, 0) + 10}
+        nginx = _nginx_pid(tmp_path / "spool")
+        assert nginx and os.sched_getscheduler(nginx) == os.SCHED_OTHER
+        assert os.getpriority(os.PRIO_PROCESS, nginx) == os.getpriority(os.PRIO_PROCESS, 0)
+        metrics = httpx.get(collector.admin_url + "/metrics").text
+        assert 'driftwarden_collector_capture_backlog_bytes{model="idle"}' in metrics
+    finally:
+        status, err = collector.stop()
+    assert status == 0, err
+
+
+@pytest.mark.timeout(120)
 def test_the_capture_log_rotates_and_resumes_without_losing_or_repeating_a_line(upstream, tmp_path):
     config = CollectorConfig(upstream=upstream.url, model="crash", listen="127.0.0.1:0", spool_dir=str(tmp_path))
     with socket.socket() as s:

@@ -127,14 +127,20 @@ class Capturer:
             self._m_upstream.observe(ex.t_upstream_end - ex.t_upstream_start)
 
 
-def yield_cpu(nice: int) -> None:
+def yield_cpu(nice: int, idle: bool) -> None:
     """Lower this process's CPU priority below nginx's, so that answering comes first and capture catches up.
 
     nginx is started in this process's session, hence in the same scheduling autogroup
     (``/proc/sys/kernel/sched_autogroup_enabled``), where nice levels rank its tasks against these:
     capture yields to nginx, and the pair competes with the rest of the machine as one group.
-    Linux keeps a nice level per thread: every thread of the process gets it (the capture and writer
-    threads already run; threads they start later inherit it).
+    With ``idle``, the threads also take Linux's ``SCHED_IDLE`` policy: a task of any other policy that
+    wakes up (an nginx worker with a request, the model server) preempts them at once, where a nice
+    level only shrinks their share, and a capture burst holding a core for a few milliseconds is what
+    makes nginx's slowest answers slow (BENCHMARKS.md: p99 added at 2,000 req/s, 2.8 -> 0.9 ms). They
+    still run on an idle core and, at a small share, on a busy one; the log on disk holds what they
+    have not read yet (``driftwarden_collector_capture_backlog_bytes``).
+    Linux keeps both per thread: every thread of the process gets them (the capture and writer
+    threads already run; threads they start later inherit them).
     """
     level = os.getpriority(os.PRIO_PROCESS, 0) + nice
     try:
@@ -144,6 +150,8 @@ def yield_cpu(nice: int) -> None:
     for tid in tasks:
         try:
             os.setpriority(os.PRIO_PROCESS, tid, min(level, 19))
+            if idle:
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
         except OSError:
             pass
 
@@ -178,6 +186,7 @@ class NginxEngine:
         writer.on_release = self.capture_log.release
         self.pipeline = Pipeline(config, writer)
         self.capturer = Capturer(config, self.capture_log, self.pipeline)
+        metrics.capture_backlog_bytes.labels(config.model).set_function(self.capture_log.backlog_bytes)
         self.how = ""
 
     @property
@@ -231,8 +240,8 @@ def run(config: CollectorConfig, *, announce: Callable[[str], None] | None = Non
     sys.setswitchinterval(0.001)
     try:
         engine.start()
-        if config.capture_nice:
-            yield_cpu(config.capture_nice)  # after nginx started: it keeps the priority it was given
+        if config.capture_nice or config.capture_idle:
+            yield_cpu(config.capture_nice, config.capture_idle)  # after nginx started: it keeps its priority
         loop = _new_loop()
         try:
             loop.run_until_complete(_serve(config, engine.nginx, readiness, announce or _print, engine.how))
