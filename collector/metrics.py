@@ -8,6 +8,8 @@ millisecond, a large language model in tens of seconds.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (
@@ -106,3 +108,24 @@ malformed_requests = Counter(
     ["model"],
     registry=REGISTRY,
 )
+
+
+class ExchangeMetrics:
+    """What a data plane records of each answered exchange (the Python proxy; the nginx engine's capture):
+    the request counter by status, the duration and the upstream's part of it."""
+
+    def __init__(self, model: str, version: str) -> None:
+        self._model, self._version = model, version
+        self._duration = request_duration.labels(model, version)
+        self._upstream = upstream_duration.labels(model, version)
+        self._requests: dict[int, Any] = {}
+
+    def observe(self, ex: Any) -> None:
+        """Count the exchange ``ex`` (a ``collector.exchange.Exchange``)."""
+        child = self._requests.get(ex.status)
+        if child is None:
+            child = self._requests[ex.status] = requests.labels(self._model, self._version, str(ex.status))
+        child.inc()
+        self._duration.observe(ex.t_end - ex.t_start)
+        if ex.t_upstream_end and ex.t_upstream_start:
+            self._upstream.observe(ex.t_upstream_end - ex.t_upstream_start)

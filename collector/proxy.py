@@ -123,9 +123,7 @@ class Proxy:
         self.address: tuple[str, int] | None = None
         self.in_flight = 0
         model, version = config.model, config.model_version
-        self._m_duration = metrics.request_duration.labels(model, version)
-        self._m_upstream = metrics.upstream_duration.labels(model, version)
-        self._m_requests: dict[int, Any] = {}
+        self._observe = metrics.ExchangeMetrics(model, version).observe
         self._capture_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dw-capture")
 
     async def start(self) -> tuple[str, int]:
@@ -421,17 +419,6 @@ class Proxy:
 
     def _timeout_message(self) -> str:
         return f"the upstream {self._prefix} did not answer within {self.config.upstream_timeout_s:g} s"
-
-    def _observe(self, ex: Exchange) -> None:
-        child = self._m_requests.get(ex.status)
-        if child is None:
-            child = self._m_requests[ex.status] = metrics.requests.labels(
-                self.config.model, self.config.model_version, str(ex.status)
-            )
-        child.inc()
-        self._m_duration.observe(ex.t_end - ex.t_start)
-        if ex.t_upstream_end and ex.t_upstream_start:
-            self._m_upstream.observe(ex.t_upstream_end - ex.t_upstream_start)
 
 
 def _finish_stream(

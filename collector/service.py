@@ -28,17 +28,8 @@ log = logging.getLogger("driftwarden.collector")
 
 def run(config: CollectorConfig, *, announce: Callable[[str], None] | None = None, grace_s: float = 10.0) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status. ``announce`` gets the "listening" line."""
-    from driftwarden.collector.writer import open_writer
-
     store_client = _migrate_embedded_store(config)  # kept referenced: the engine closes with its last client
-    writer = open_writer(
-        model=config.model,
-        store=config.store,
-        hub=config.hub,
-        spool_dir=config.spool_dir,
-        batch_events=config.batch_events,
-        flush_interval_ms=config.flush_interval_ms,
-    )
+    writer = _open_writer(config)
     writer.start()
     readiness = Readiness(writer_started=True)
     # The writer (and the capture thread) share the GIL with the event loop: hand it back to the loop
@@ -68,6 +59,20 @@ def run(config: CollectorConfig, *, announce: Callable[[str], None] | None = Non
         )
     del store_client
     return 0
+
+
+def _open_writer(config: CollectorConfig):
+    """The writer of the collector's events (not started), as the configuration says."""
+    from driftwarden.collector.writer import open_writer
+
+    return open_writer(
+        model=config.model,
+        store=config.store,
+        hub=config.hub,
+        spool_dir=config.spool_dir,
+        batch_events=config.batch_events,
+        flush_interval_ms=config.flush_interval_ms,
+    )
 
 
 def _migrate_embedded_store(config: CollectorConfig):

@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from driftwarden.collector import metrics
 from driftwarden.collector.admin import Admin, Readiness
@@ -63,9 +62,7 @@ class Capturer:
         self._drain = False
         self._thread = threading.Thread(target=self._run, name="dw-nginx-capture", daemon=True)
         model, version = config.model, config.model_version
-        self._m_duration = metrics.request_duration.labels(model, version)
-        self._m_upstream = metrics.upstream_duration.labels(model, version)
-        self._m_requests: dict[int, Any] = {}
+        self._observe = metrics.ExchangeMetrics(model, version).observe
         self._m_errors = metrics.events_dropped.labels(model, "capture_error")
 
     def start(self) -> None:
@@ -114,17 +111,6 @@ class Capturer:
                 if self._stop.is_set():
                     return  # drained
                 time.sleep(POLL_S)
-
-    def _observe(self, ex) -> None:
-        child = self._m_requests.get(ex.status)
-        if child is None:
-            child = self._m_requests[ex.status] = metrics.requests.labels(
-                self.config.model, self.config.model_version, str(ex.status)
-            )
-        child.inc()
-        self._m_duration.observe(ex.t_end - ex.t_start)
-        if ex.t_upstream_end and ex.t_upstream_start:
-            self._m_upstream.observe(ex.t_upstream_end - ex.t_upstream_start)
 
 
 def yield_cpu(nice: int, idle: bool) -> None:
@@ -217,19 +203,11 @@ class NginxEngine:
 
 def run(config: CollectorConfig, *, announce: Callable[[str], None] | None = None, grace_s: float = 10.0) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status."""
-    from driftwarden.collector.service import _migrate_embedded_store, _new_loop
-    from driftwarden.collector.writer import open_writer
+    from driftwarden.collector.service import _migrate_embedded_store, _new_loop, _open_writer
 
     find_nginx()  # a clear message before anything else starts
     store_client = _migrate_embedded_store(config)
-    writer = open_writer(
-        model=config.model,
-        store=config.store,
-        hub=config.hub,
-        spool_dir=config.spool_dir,
-        batch_events=config.batch_events,
-        flush_interval_ms=config.flush_interval_ms,
-    )
+    writer = _open_writer(config)
     try:
         engine = NginxEngine(config, writer)
     except BaseException:
