@@ -384,7 +384,7 @@ def _binary_reference(
     # each chunk's realized ROC AUC from its cells, exact to AUC_TOLERANCE; the chunks whose cells cannot
     # guarantee it (scores crowded into few cells) are read again and sorted
     aucs = [_cell_auc(np.asarray(r[18], dtype=float), np.asarray(r[20], dtype=float)) for r in found]
-    crowded = [r[0] for r, (_, bound) in zip(found, aucs, strict=True) if bound > AUC_TOLERANCE]
+    crowded = [r[0] for r, (_, error) in zip(found, aucs, strict=True) if error > AUC_TOLERANCE]
     exact = _exact_aucs(client, fit, base, params, crowded) if crowded else {}
     counts, auc_rows = [], []
     for r, (auc, _) in zip(found, aucs, strict=True):
