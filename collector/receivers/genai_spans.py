@@ -276,15 +276,6 @@ class SpanMapper:
                 self._finish(batch, *built)
         return batch
 
-    def map_each(self, request: Any) -> SpanBatch:
-        """:meth:`map` done span by span, whatever the request: the reference the columnar way is checked against."""
-        batch = SpanBatch()
-        spans, attributes, origins = self._read(request, batch)
-        built = self._rows(spans, attributes, origins, batch) if spans else None
-        if built is not None:
-            self._finish(batch, *built)
-        return batch
-
     def _read(self, request: Any, batch: SpanBatch) -> tuple[list, list[list], list[tuple[str, str]]]:
         """The GenAI spans, their attribute values by slot of ``_ATTRIBUTES``, and their (service, mapped model);
         the other spans are counted in ``batch.not_genai``. ``request`` is a ``TRACES_VIEW`` (an

@@ -133,29 +133,25 @@ def _params(fit: CBPEFit | None, model: str, model_version: str | None, classes,
 
 def _classes(
     client: Client, model: str, reference: Window, model_version: str | None, exact: bool = False
-) -> tuple[list[str], list[str], int]:
-    """(classes among the reference labels, classes among its predicted labels and score names, its predictions).
+) -> tuple[list[str], int]:
+    """(classes among the reference labels, its predictions).
 
     Unless ``exact``, the label classes are candidates read from the first ``CANDIDATE_LABELS`` labels observed
     since the reference began, without a join; fit_cbpe verifies them on the whole reference (both held, no
     other class) and asks for the exact set when they fail."""
-    base = rows(
-        reference, model_version, columns="i.prediction_label AS predicted, i.output_names AS names", labels=False
-    )
+    base = rows(reference, model_version, columns="i.event_id AS event_id", labels=False)
     params = {"m": model, "v": model_version or "", "s": reference.start}
-    # the predictions' classes and every label of the model observed since the reference began (no join), in
+    # the reference's predictions and every label of the model observed since the reference began (no join), in
     # one query: when the labels hold two classes, those are the candidates (fit_cbpe checks that the reference
     # holds both); else the exact set
-    predicted, names, n, candidates = client.query(
-        f"SELECT * FROM (SELECT groupUniqArrayIf(predicted, predicted != ''), groupUniqArrayArray(names), count() "
-        f"FROM {base}) AS p CROSS JOIN (SELECT groupUniqArrayIf(3)(truth, truth != '') FROM (SELECT {TRUTH} AS truth "
-        f"FROM ground_truth WHERE model = {{m:String}} AND ts >= {{s:DateTime64(6, 'UTC')}} "
-        f"LIMIT {CANDIDATE_LABELS})) AS l",
+    n, candidates = client.query(
+        f"SELECT * FROM (SELECT count() FROM {base}) AS p CROSS JOIN (SELECT groupUniqArrayIf(3)(truth, truth != '') "
+        f"FROM (SELECT {TRUTH} AS truth FROM ground_truth WHERE model = {{m:String}} "
+        f"AND ts >= {{s:DateTime64(6, 'UTC')}} LIMIT {CANDIDATE_LABELS})) AS l",
         parameters=params,
     ).result_rows[0]
-    outputs = sorted(set(map(str, predicted)) | set(map(str, names)))
     if not exact and len(candidates) == 2:
-        return sorted(map(str, candidates)), outputs, n
+        return sorted(map(str, candidates)), n
     version = "" if model_version is None else "AND model_version = {v:String}"
     (truth,) = client.query(
         f"SELECT groupUniqArrayIf(truth, truth != '') FROM (SELECT {TRUTH} AS truth FROM ground_truth FINAL "
@@ -163,7 +159,7 @@ def _classes(
         f"AND NOT is_replay AND {reference.sql()} {version}))",
         parameters=params,
     ).result_rows[0]
-    return sorted(map(str, truth)), outputs, n
+    return sorted(map(str, truth)), n
 
 
 def _positive(classes: list[str], configured: str | None) -> str:
@@ -192,7 +188,7 @@ def fit_cbpe(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise EstimationError(f"CBPE estimates {', '.join(METRICS)}, not {', '.join(unknown)}")
-    truth_classes, output_classes, predictions = _classes(client, model, reference, model_version, exact=_exact_classes)
+    truth_classes, predictions = _classes(client, model, reference, model_version, exact=_exact_classes)
     if len(truth_classes) < 2:
         raise EstimationError(
             f"the reference {reference} of model {model} has "
