@@ -3,10 +3,13 @@
 Measured: ``driftwarden api`` in a subprocess with its own embedded store (chdb) receives
 pre-encoded ``ExportTraceServiceRequest`` protobuf bodies on ``POST /v1/traces`` from
 ``--clients`` concurrent HTTP clients (httpx, keep-alive) — decoding, mapping spans to LLM
-calls, Arrow, the synchronous insert into ``inferences`` and the GenAI metrics, until the
-200 answer. Each span carries the attributes an instrumented chat call has (operation,
-provider, request and response model, tokens, finish reasons, temperature, max_tokens,
-server address, time to first chunk), no message content.
+calls, Arrow, the GenAI metrics, and the write-ahead of the calls into the ingest journal that an
+embedded store's ``api`` keeps (``collector.ingest_journal``), until the 200 answer; the journal's
+thread inserts them into ``inferences``, and the server's CPU is counted until the last answered span
+is in the store (its journal gauge at 0) — the insert's CPU is in the figure either way. Each span
+carries the attributes an instrumented chat call has (operation, provider, request and response
+model, tokens, finish reasons, temperature, max_tokens, server address, time to first chunk), no
+message content.
 
 Printed: spans/s of wall clock; spans per CPU-second of the server process (its utime +
 stime from /proc, chdb's threads included: "per core busy", the figure to compare on a
@@ -24,7 +27,7 @@ and the receiver's own Python work per span (decode, map to columns and Arrow, m
 timed in this process on the same bodies. Anchor (published, not measured
 here): the OpenTelemetry Collector's ClickHouse exporter at about 40,000 records/s per core.
 
-    python bench/otlp_throughput.py [--requests 200] [--spans-per-request 500] [--clients 4] [--rate 0]
+    python bench/otlp_throughput.py [--requests 200] [--spans-per-request 500] [--clients 4] [--rate 0] [--no-journal]
 """
 
 from __future__ import annotations
@@ -98,22 +101,35 @@ def build_requests(n_requests: int, spans_per_request: int) -> list[bytes]:
     return bodies
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the api's OTLP decoding processes, whose CPU is the server's too)."""
+    pids = [pid]
+    for parent in pids:
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                pids.extend(int(child) for child in task.read_text().split())
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return pids
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """utime + stime of the server's process tree."""
+    return sum(cpu_by_thread(pid).values())
 
 
 def cpu_by_thread(pid: int) -> dict[str, float]:
-    """CPU-seconds of the process's live threads by thread name (Python's threads are all "python"; the others
-    are ClickHouse's: MergeMutate for background merges, ThreadPool for query pipelines, ...)."""
+    """CPU-seconds of the live threads of the process tree by thread name (Python's threads are "python"; the
+    others are ClickHouse's: MergeMutate for background merges, ThreadPool for query pipelines, ...)."""
     found: dict[tuple[str, str], float] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        found[(task.name, name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for process in process_tree(pid):
+        for task in Path(f"/proc/{process}/task").iterdir():
+            try:
+                name = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            found[(f"{process}/{task.name}", name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return found
 
 
@@ -124,12 +140,15 @@ def thread_cpu_delta(before: dict, after: dict) -> dict[str, float]:
     return by_name
 
 
-def start_api(store_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_api(store_dir: Path, journal: bool = True) -> tuple[subprocess.Popen, str]:
+    config = store_dir.with_name("api.yaml")
+    config.write_text(f"genai: {{journal: {'true' if journal else 'false'}}}\n")
     process = subprocess.Popen(
         [sys.executable, "-m", "driftwarden", "api", "--listen", "127.0.0.1:0", "--store", f"chdb://{store_dir}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        env={**os.environ, "DRIFTWARDEN_API_CONFIG": str(config)},
     )
     line = process.stdout.readline()
     match = re.search(r"listening on (http://[\d.]+:\d+)", line)
@@ -140,7 +159,8 @@ def start_api(store_dir: Path) -> tuple[subprocess.Popen, str]:
 
 
 def send_all(url: str, bodies: list[bytes], clients: int, interval: float = 0.0) -> tuple[list[float], float]:
-    """Every body posted by ``clients`` threads; with ``interval``, each sends at most one every ``interval`` s."""
+    """Every body posted by ``clients`` threads; with ``interval``, each sends at most one every ``interval`` s, the
+    clients ``interval / clients`` apart."""
     import httpx
 
     latencies: list[float] = []
@@ -148,8 +168,8 @@ def send_all(url: str, bodies: list[bytes], clients: int, interval: float = 0.0)
     queue = list(reversed(bodies))
     errors: list[str] = []
 
-    def worker() -> None:
-        next_send = time.perf_counter()
+    def worker(phase: float) -> None:
+        next_send = time.perf_counter() + phase
         with httpx.Client(timeout=120) as client:
             while True:
                 with lock:
@@ -169,7 +189,8 @@ def send_all(url: str, bodies: list[bytes], clients: int, interval: float = 0.0)
                     if answer.status_code != 200:
                         errors.append(f"{answer.status_code} {answer.text[:200]}")
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    # paced clients start a fraction of the interval apart: requests arrive evenly spaced, not in bursts of `clients`
+    threads = [threading.Thread(target=worker, args=(i * interval / clients,)) for i in range(clients)]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -178,6 +199,34 @@ def send_all(url: str, bodies: list[bytes], clients: int, interval: float = 0.0)
     if errors:
         raise SystemExit(f"{len(errors)} requests failed, e.g. {errors[0]}")
     return latencies, time.perf_counter() - started
+
+
+def wait_inserted(url: str, timeout: float = 120.0) -> float:
+    """Seconds until the server's ingest journal has inserted every answered span (0 without a journal)."""
+    import httpx
+
+    started = time.perf_counter()
+    while True:
+        text = httpx.get(url + "/metrics", timeout=10).text
+        waiting = [line for line in text.splitlines() if line.startswith("driftwarden_ingest_journal_rows{")]
+        if not waiting or all(float(line.rsplit(" ", 1)[1]) == 0 for line in waiting):
+            return time.perf_counter() - started
+        if time.perf_counter() - started > timeout:
+            raise SystemExit(f"the journal still holds rows after {timeout:.0f} s: {waiting}")
+        time.sleep(0.01)
+
+
+def wait_idle(pid: int, timeout: float = 60.0) -> float:
+    """The server's CPU-seconds once it is idle (less than 2% of a core over half a second: the background merges
+    of the parts the run wrote are done)."""
+    deadline = time.perf_counter() + timeout
+    before = cpu_seconds(pid)
+    while True:
+        time.sleep(0.5)
+        now = cpu_seconds(pid)
+        if now - before < 0.01 or time.perf_counter() > deadline:
+            return now
+        before = now
 
 
 def baseline(store_dir: Path, bodies: list[bytes]) -> tuple[float, float, int, float]:
@@ -207,6 +256,9 @@ def main() -> None:
     parser.add_argument("--spans-per-request", type=int, default=500)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rate", type=float, default=0, help="offered spans/s of all clients together (0: no pacing)")
+    parser.add_argument(
+        "--no-journal", action="store_true", help="genai.journal: false (each request waits for its insert)"
+    )
     args = parser.parse_args()
     interval = args.clients * args.spans_per_request / args.rate if args.rate else 0.0
     spans = args.requests * args.spans_per_request
@@ -215,13 +267,15 @@ def main() -> None:
     print(f"  {sum(map(len, bodies)) / spans:.0f} bytes per span (protobuf)")
     work = Path(tempfile.mkdtemp(prefix="dw-bench-otlp-"))
     try:
-        process, url = start_api(work / "store")
+        process, url = start_api(work / "store", journal=not args.no_journal)
         try:
             send_all(url, bodies[:2], 1)  # warm-up: first insert, imports, connections
             load_before = os.getloadavg()
             cpu0, threads0 = cpu_seconds(process.pid), cpu_by_thread(process.pid)
             latencies, wall = send_all(url, bodies[2:], args.clients, interval)
+            behind = wait_inserted(url)  # the server's CPU counts until the last answered span is in the store
             cpu = cpu_seconds(process.pid) - cpu0
+            settled = wait_idle(process.pid) - cpu0  # and, settled, until the merges of its parts are done
             threads = thread_cpu_delta(threads0, cpu_by_thread(process.pid))
             load_after = os.getloadavg()
         finally:
@@ -237,9 +291,15 @@ def main() -> None:
     per_core = measured / cpu
     base_per_core = measured / base_cpu
     offered = f"offered {args.rate:,.0f} spans/s" if args.rate else "as fast as answered"
+    offered += "; answered after the insert (no journal)" if args.no_journal else "; answered once journaled"
     print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} (2 cores); {offered}")
     print(f"end to end: {measured:,} spans in {wall:.2f} s wall = {measured / wall:,.0f} spans/s")
     print(f"  server CPU {cpu:.2f} s = {per_core:,.0f} spans per CPU-second (per core busy)")
+    print(
+        f"  settled (with the merges that followed): {settled:.2f} s = {measured / settled:,.0f} spans per CPU-second"
+    )
+    if not args.no_journal:
+        print(f"  the last answered span was in the store {behind * 1000:.0f} ms after the last answer (journal)")
     print(f"  request of {args.spans_per_request} spans: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
     shown = sorted(((v, k) for k, v in threads.items() if v >= 0.005), reverse=True)
     print("  server CPU by thread: " + ", ".join(f"{k} {v / measured * 1e6:.1f}" for v, k in shown) + " µs per span")

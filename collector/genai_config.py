@@ -15,6 +15,14 @@ the operator writes here). Example::
         support-bot: support
       store_content: true          # keep gen_ai.input/output.messages (after redaction) when spans carry them
       redaction: {mode: hash}      # the collector's redaction rules (collector/README.md)
+      journal: true                # POST /v1/traces answers once the calls are fsync'd in a journal (below)
+      journal_dir: /var/lib/driftwarden/otlp-journal   # default: beside an embedded store
+      journal_max_bytes: 268435456 # 503 (retry later) once this much waits for the store
+
+The journal (``collector.ingest_journal``): with ``journal`` on and a directory (``journal_dir``, by
+default ``<store>-spool/otlp`` beside an embedded store; a ClickHouse server has no default), each
+request is answered once its calls are ``fsync``'d there, and a background thread inserts them in
+large groups; without one, the answer waits for the insert.
 
 A call's price is looked up by its response model, then its request model, then the
 model it is stored under; a model without a price costs 0 (and is counted as unpriced).
@@ -74,6 +82,23 @@ class GenAIConfig(BaseModel):
             "POST /v1/cloudevents needs the ingest token like /v1/events; KServe's payload logger cannot send one: "
             "false admits its CloudEvents without it (restrict who reaches the api with a NetworkPolicy)"
         ),
+    )
+
+    journal: bool = Field(
+        default=True,
+        description=(
+            "POST /v1/traces answers once the calls are fsync'd in the ingest journal and inserts them behind, "
+            "when the journal has a directory (journal_dir, or beside an embedded store); false: after the insert"
+        ),
+    )
+    journal_dir: str | None = Field(
+        default=None,
+        description="directory of the ingest journal; default <store>-spool/otlp (embedded store), none (a server)",
+    )
+    journal_max_bytes: int = Field(
+        default=256 << 20,
+        ge=1 << 20,
+        description="journaled calls waiting for the store above which POST /v1/traces answers 503 (retry later)",
     )
 
     @field_validator("service_models")

@@ -8,6 +8,7 @@ same app by :func:`create_app`'s callers.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from fastapi import Depends, FastAPI
 
@@ -21,7 +22,9 @@ from driftwarden.collector.receivers.otlp import router as otlp_router
 from driftwarden.collector.sinks.hub import INGEST_TOKEN_ENV
 
 
-def create_app(client, *, ingest_token: str | None = None, genai: GenAIConfig | None = None) -> FastAPI:
+def create_app(
+    client, *, ingest_token: str | None = None, genai: GenAIConfig | None = None, journal_dir: Path | None = None
+) -> FastAPI:
     """An app serving ``/healthz`` and the ingest endpoints over the store ``client`` (clickhouse-connect).
 
     The ingest endpoints require ``Authorization: Bearer <ingest_token>`` (default
@@ -31,6 +34,9 @@ def create_app(client, *, ingest_token: str | None = None, genai: GenAIConfig | 
     payload logger, ``collector.receivers.cloudevents``) are guarded the same way, with ``genai``
     (prices, service-to-model mapping, limits, redaction of content) configuring them; with
     ``genai.cloudevents_require_token`` false, ``/v1/cloudevents`` is open (KServe's logger sends no token).
+    With ``journal_dir`` (``collector.ingest_journal.journal_directory``), ``/v1/traces`` answers once its calls are
+    in that write-ahead journal and a thread inserts them (``app.state.otlp_journal``; :func:`close_ingest` closes
+    it once the server stopped). Without it, each request waits for its insert.
     FastAPI's ``/docs`` and ``/redoc`` are off: they load their scripts from a CDN.
     """
     app = FastAPI(
@@ -44,6 +50,12 @@ def create_app(client, *, ingest_token: str | None = None, genai: GenAIConfig | 
     app.state.ingest_protected = token is not None
     app.include_router(ingest_router, dependencies=[Depends(bearer_guard(token))])
     app.state.genai = GenAIIngest(genai)
+    app.state.otlp_journal = None
+    if journal_dir is not None:
+        from driftwarden.collector.ingest_journal import IngestJournal
+
+        max_bytes = (genai or GenAIConfig()).journal_max_bytes
+        app.state.otlp_journal = IngestJournal(journal_dir, client, "inferences", max_bytes=max_bytes)
     app.include_router(otlp_router, dependencies=[Depends(bearer_guard(token))])
     # KServe's logger sends no Authorization header: `genai.cloudevents_require_token: false` opens this one route.
     open_cloudevents = genai is not None and not genai.cloudevents_require_token
@@ -56,3 +68,24 @@ def create_app(client, *, ingest_token: str | None = None, genai: GenAIConfig | 
         return {"status": "ok"}
 
     return app
+
+
+def close_ingest(app: FastAPI, timeout: float = 10.0) -> None:
+    """Once the server stopped: insert what the OTLP journal holds (within ``timeout``; the rest is inserted at the
+    next start) and release its directory."""
+    if app.state.otlp_journal is not None:
+        app.state.otlp_journal.close(timeout)
+
+
+def freeze_heap() -> None:
+    """Move every object alive now (the modules, the app, the store client) out of the cyclic garbage collector's
+    reach, once a serving process has started (``gc.freeze``).
+
+    A full collection walks every tracked object: with FastAPI, pyarrow, pydantic and ClickHouse's client
+    loaded, that is about 100,000 objects and 40-120 ms during which no Python thread runs, one request in a
+    few hundred at OTLP rates (BENCHMARKS.md, OTLP fourth pass). These objects live as long as the process, so
+    there is nothing to collect among them; what requests allocate afterwards is collected as before."""
+    import gc
+
+    gc.collect()
+    gc.freeze()

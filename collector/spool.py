@@ -104,6 +104,17 @@ class Spool:
         with self._lock:
             return len(self._sizes)
 
+    @property
+    def active(self) -> Path | None:
+        """The segment appends go to (None before the first append of this process, or once it is sealed)."""
+        with self._lock:
+            return self._active
+
+    def with_data(self) -> list[Path]:
+        """Segments that hold data, oldest first (the active one included)."""
+        with self._lock:
+            return [p for p in sorted(self._sizes, key=self._seq) if self._sizes[p]]
+
     def empty(self) -> bool:
         """True when no segment holds data."""
         with self._lock:

@@ -379,11 +379,10 @@ class Platform:
         """
         if config.spool_dir or not self.embedded:
             return config
-        from driftwarden.storage.url import parse, resolve
+        from driftwarden.storage.url import local_state_dir
 
-        store_dir = Path(parse(resolve(self.config.store_url)).path or "driftwarden-data")
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", config.model)[:100]
-        spool_dir = store_dir.with_name(store_dir.name + "-spool") / f"{index}-{safe}"
+        spool_dir = local_state_dir(self.config.store_url) / f"{index}-{safe}"
         return config.model_copy(update={"spool_dir": str(spool_dir)})
 
     def _start_collectors(self) -> None:
@@ -433,10 +432,12 @@ class Platform:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         from driftwarden.collector.hub_app import create_app
+        from driftwarden.collector.ingest_journal import journal_directory
         from driftwarden.collector.metrics import REGISTRY as COLLECTOR_REGISTRY
         from driftwarden.detectors.api import create_router
 
-        app = create_app(self.store_client(), genai=self.config.genai)
+        journal_dir = journal_directory(self.config.genai, self.config.store_url)  # POST /v1/traces answers from it
+        app = create_app(self.store_client(), genai=self.config.genai, journal_dir=journal_dir)
         app.include_router(create_router(self.config.api.settings))
         merged = MergedRegistry(COLLECTOR_REGISTRY, self.exporter.registry)
 
@@ -493,6 +494,10 @@ class Platform:
             self._server.should_exit = True
             if self._server_thread is not None:
                 self._server_thread.join(self.grace_s)
+        if self.app is not None:  # what the OTLP journal holds and is not inserted within grace_s: at the next start
+            from driftwarden.collector.hub_app import close_ingest
+
+            close_ingest(self.app, self.grace_s)
         self._scheduler_stop.set()
         if self._scheduler_thread is not None:
             self._scheduler_thread.join(60)  # a pass in progress finishes its window
@@ -516,6 +521,9 @@ def run(config: UpConfig) -> int:
     platform = Platform(config)
     try:
         platform.start()
+        from driftwarden.collector.hub_app import freeze_heap
+
+        freeze_heap()  # objects of start-up, out of the collector's way (see freeze_heap)
         print("driftwarden up: ready; SIGTERM or Ctrl-C stops it after flushing every event", flush=True)
         while not stop.wait(0.5):
             pass

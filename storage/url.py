@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from driftwarden.storage.errors import StoreError
@@ -60,6 +61,16 @@ def parse(url: str) -> StoreURL:
     if scheme in ("http", "https"):
         return _parse_http(url, scheme)
     raise StoreError(f"store URL scheme {scheme!r} is not supported; accepted forms: {ACCEPTED}")
+
+
+def local_state_dir(url: str | None) -> Path | None:
+    """The directory beside an embedded store for its process's local state (spools, journals):
+    ``<store directory>-spool``; None for a server, which has no local directory to default to."""
+    parsed = parse(resolve(url))
+    if not parsed.embedded:
+        return None
+    store_dir = Path(parsed.path or "driftwarden-data")
+    return store_dir.with_name(store_dir.name + "-spool")
 
 
 def _database(name: str, url: str) -> str:

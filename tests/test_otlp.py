@@ -483,6 +483,9 @@ def test_up_mounts_v1_traces_with_its_genai_prices_and_serves_the_metrics(engine
         assert samples(url, "driftwarden_gen_ai_cost_total", gen_ai_request_model="up-llm", currency="EUR") == (
             pytest.approx((1000 * 1.0 + 2000 * 3.0) / 1e6)
         )
+        journal = platform.app.state.otlp_journal  # answered once journaled beside the embedded store
+        assert journal.directory == engine_dir.with_name(engine_dir.name + "-spool") / "otlp-otlp_up"
+        assert journal.wait_empty(30)
         (call,) = rows(storage.connect(store_url), "model = 'up-llm'")
         assert call["cost"] == pytest.approx(0.007)
     finally:

@@ -15,14 +15,17 @@ Answers, in the content type of the request:
 * 413 for a body larger than ``genai.max_request_bytes`` (default 20 MiB, the OpenTelemetry
   Collector's default), compressed or once decompressed;
 * 415 for another content type (answered in JSON) or content encoding;
-* 503 when the store does not take the calls: the exporter retries later.
+* 503 when the store does not take the calls, or the journal is full: the exporter retries later.
 
-Persistence goes through the hub's one ingest function (``collector.ingest.persist``), the same
-as ``POST /v1/events``, and is guarded by the same ingest token (``collector.hub_app``); requests
+With the hub's ingest journal (``app.state.otlp_journal``, ``collector.ingest_journal``: by default
+beside an embedded store), a request is answered once its calls are ``fsync``'d there; a thread of the
+journal inserts them, in large groups. Without it, persistence goes through the hub's one ingest
+function (``collector.ingest.persist``), the same as ``POST /v1/events``; both are guarded by the same
+ingest token (``collector.hub_app``); requests
 that wait for the store at the same time are written in one insert (``coalesce=True``), each
 answered once its calls are stored; a request announces its calls while it decodes them
 (``ingest.Arrival``), so that an insert about to start can wait briefly to take them too. The
-GenAI metrics (``collector.genai_metrics``) are observed once the store took the calls. Decoding
+GenAI metrics (``collector.genai_metrics``) are observed once the calls are stored (or journaled). Decoding
 and mapping run on the thread pool, not on the event loop; the protobuf is decoded on protobuf's
 upb backend with ``opentelemetry-proto``'s descriptors, the span attributes as their encoded
 ``KeyValue``, each distinct one decoded by ``opentelemetry-proto``'s class once
@@ -52,6 +55,7 @@ from prometheus_client import Counter, Histogram
 from driftwarden.collector.genai_config import GenAIConfig
 from driftwarden.collector.genai_metrics import GenAIRecorder
 from driftwarden.collector.ingest import Arrival, persist
+from driftwarden.collector.ingest_journal import IngestJournal, JournalFull
 from driftwarden.collector.metrics import LATENCY_BUCKETS, REGISTRY
 from driftwarden.collector.processors.redaction import Redactor
 from driftwarden.collector.receivers.genai_spans import TRACES_VIEW, SpanBatch, SpanMapper
@@ -78,7 +82,7 @@ requests_received = Counter(
 )
 request_duration = Histogram(
     "driftwarden_otlp_request_duration_seconds",
-    "Time to decode, map and store one OTLP export request",
+    "Time to decode, map and store (or journal) one OTLP export request",
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
@@ -156,12 +160,16 @@ async def post_traces(request: Request) -> Response:
         ingest = genai_ingest(request)
         limit = ingest.config.max_request_bytes
         body = await read_body(request, limit)
-        with Arrival() as arrival:  # an insert about to start may wait for these calls (group commit)
-            batch = await run_in_threadpool(_decode_and_map, body, as_json, ingest)
+        journal = request.app.state.otlp_journal
+        if journal is not None:  # answered once journaled; the journal's thread inserts (collector.ingest_journal)
+            batch = await run_in_threadpool(_decode_map_and_journal, body, as_json, ingest, journal)
+        else:
+            with Arrival() as arrival:  # an insert about to start may wait for these calls (group commit)
+                batch = await run_in_threadpool(_decode_and_map, body, as_json, ingest)
+                if batch.stored:
+                    await persist(request, "inferences", batch.table, coalesce=True, arrival=arrival)
             if batch.stored:
-                await persist(request, "inferences", batch.table, coalesce=True, arrival=arrival)
-        if batch.stored:
-            await run_in_threadpool(ingest.recorder.observe_calls, batch.calls)
+                await run_in_threadpool(ingest.recorder.observe_calls, batch.calls)
         spans_received.labels("stored").inc(batch.stored)
         spans_received.labels("not_genai").inc(batch.not_genai)
         spans_received.labels("rejected").inc(batch.rejected)
@@ -232,6 +240,18 @@ def _decode_and_map(body: bytes, as_json: bool, ingest: GenAIIngest) -> SpanBatc
         return ingest.mapper.map(message)
     except DecodeError as exc:  # a span attribute (an encoded KeyValue, see genai_spans.TRACES_VIEW)
         raise _not_protobuf(exc) from None
+
+
+def _decode_map_and_journal(body: bytes, as_json: bool, ingest: GenAIIngest, journal: IngestJournal) -> SpanBatch:
+    """:func:`_decode_and_map`, then the calls appended to ``journal`` and observed in the metrics (one thread hop)."""
+    batch = _decode_and_map(body, as_json, ingest)
+    if batch.stored:
+        try:
+            journal.append(batch.table)
+        except JournalFull as exc:
+            raise OTLPError(503, _RPC_UNAVAILABLE, str(exc)) from None
+        ingest.recorder.observe_calls(batch.calls)
+    return batch
 
 
 def decode_protobuf(body: bytes) -> Any:

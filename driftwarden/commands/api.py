@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     from driftwarden import malformed_http, storage
     from driftwarden.collector.genai_config import load_file_section
-    from driftwarden.collector.hub_app import create_app
+    from driftwarden.collector.hub_app import close_ingest, create_app, freeze_heap
+    from driftwarden.collector.ingest_journal import journal_directory
     from driftwarden.detectors.api import create_router, load_settings
     from driftwarden.detectors.api.settings import CONFIG_ENV
     from driftwarden.listen import bind
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     host, bound = sock.getsockname()[:2]
     shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
     print(f"driftwarden api: store {storage.describe(args.store)}, listening on http://{shown}:{bound}", flush=True)
-    app = create_app(client, genai=genai)
+    app = create_app(client, genai=genai, journal_dir=journal_directory(genai, args.store))
     app.include_router(create_router(api_settings))  # drift reports and JSON API for model owners (detectors/api)
     _serve_metrics(app)
     if not app.state.ingest_protected:
@@ -60,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
     config = uvicorn.Config(app, log_level="warning", access_log=False, http=malformed_http.protocol_class())
-    uvicorn.Server(config).run(sockets=[sock])
+    freeze_heap()  # objects of start-up, out of the collector's way (see freeze_heap)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        close_ingest(app)  # what is journaled and not inserted within 10 s: at the next start
     return 0
 
 

@@ -1,0 +1,300 @@
+"""The hub's write-ahead journal of ingested rows: answer once the rows are on disk, insert them behind.
+
+``POST /v1/traces`` with a journal (``genai.journal_dir``; by default beside an embedded store)
+answers 200 once the request's calls are appended to this journal and ``fsync``'d, and a
+background thread inserts them into the store in large groups. The request no longer waits for
+an insert (tens of milliseconds of the store's CPU, and for the insert before it), and the store
+gets fewer, larger inserts, which cost it less per row and leave it fewer parts to merge
+(BENCHMARKS.md, "OTLP ingest, fourth pass").
+
+Durability is at least that of an answer given after the insert (``collector.ingest.persist``):
+an appended record is ``fsync``'d, so it survives a SIGKILL of the process *and* a power cut, and
+a record is deleted only once an insert holding its rows has returned. At start, the records
+left by a previous run (a crash, or a store that stayed away until shutdown) are inserted again;
+their rows keep their event ids (derived from trace and span ids), and ``inferences`` (a
+``ReplacingMergeTree`` on ``event_id``) keeps a row inserted twice once.
+
+The records are :class:`collector.spool.Spool` segments (one record per request: an Arrow IPC
+stream of its rows). The rows are also kept in memory until inserted, so the journal is read only
+at start; both are bounded by ``max_bytes``: an append that does not fit is refused
+(:class:`JournalFull`), and ``/v1/traces`` answers 503, which OTLP exporters retry.
+
+A store that fails is retried, with a back-off of up to ``MAX_BACKOFF_S``; nothing is dropped.
+The state is exported as ``driftwarden_ingest_journal_*`` metrics.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+from prometheus_client import Counter, Gauge
+
+from driftwarden.collector.arrow import from_ipc, to_ipc
+from driftwarden.collector.ingest import COALESCED_INSERT, store_lock
+from driftwarden.collector.metrics import REGISTRY
+from driftwarden.collector.spool import Spool
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 256 << 20
+SEGMENT_BYTES = 8 << 20
+LINGER_S = 0.5
+"""How long the oldest waiting table waits for more to join its insert (unless ``TARGET_ROWS`` wait): how stale the
+store may be behind the answers, not how long a request waits. Larger inserts write fewer parts, which leave the
+store fewer merges: 0.5 s rather than 0.2 s cut the merges' CPU from about 5 to 1 µs per span at 50,000 spans/s
+(BENCHMARKS.md, OTLP fourth pass)."""
+TARGET_ROWS = 40_000
+"""Rows waiting at which the inserter stops lingering: an insert this large costs the embedded store about 3 µs of
+CPU per row, against 10-20 µs for 1,000 rows alone (BENCHMARKS.md)."""
+MAX_ROWS = 100_000
+"""Largest insert the inserter builds from waiting tables (a single larger table goes alone)."""
+MAX_BACKOFF_S = 10.0
+
+journal_rows = Gauge(
+    "driftwarden_ingest_journal_rows",
+    "Rows answered and journaled on the hub, not yet inserted into the store",
+    ["table"],
+    registry=REGISTRY,
+)
+journal_bytes = Gauge(
+    "driftwarden_ingest_journal_bytes",
+    "Bytes of the hub's ingest journal on disk (records not yet inserted, and the segment being written)",
+    ["table"],
+    registry=REGISTRY,
+)
+journal_inserts = Counter(
+    "driftwarden_ingest_journal_inserts",
+    "Inserts of journaled rows into the store, by outcome (ok, failed: retried)",
+    ["table", "outcome"],
+    registry=REGISTRY,
+)
+
+
+def journal_directory(genai, store_url: str | None) -> Path | None:
+    """Where ``POST /v1/traces`` journals, for the ``genai:`` section ``genai`` and the store ``store_url``: its
+    ``journal_dir``; else ``<store>-spool/otlp`` (``otlp-<database>`` for another database) beside an embedded store;
+    None for a ClickHouse server without ``journal_dir``, or with ``journal: false`` (answers after the insert)."""
+    from driftwarden.storage.url import DEFAULT_DATABASE, local_state_dir, parse, resolve
+
+    if genai is not None and not genai.journal:
+        return None
+    if genai is not None and genai.journal_dir:
+        return Path(genai.journal_dir)
+    root = local_state_dir(store_url)
+    if root is None:
+        return None
+    database = parse(resolve(store_url)).database
+    return root / ("otlp" if database == DEFAULT_DATABASE else f"otlp-{database}")
+
+
+def _name_native_thread(name: bytes) -> None:
+    """The calling thread's name as the kernel shows it (``/proc/<pid>/task/<tid>/comm``), where Linux has one."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
+class JournalFull(Exception):
+    """The journal holds ``max_bytes`` already (the store is away or slower than the senders); retry later."""
+
+
+class IngestJournal:
+    """Rows for ``table_name`` appended durably by request handlers, inserted into ``client`` by a thread of its own.
+
+    ``append`` (any thread) returns once the rows are ``fsync``'d; ``close`` stops the inserter after
+    one last attempt to insert what waits (for at most ``timeout`` seconds) and keeps the rest on disk.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        client,
+        table_name: str = "inferences",
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        linger_s: float = LINGER_S,
+    ) -> None:
+        self.directory = Path(directory)
+        self.client, self.table_name, self.linger_s = client, table_name, linger_s
+        self.spool = Spool(self.directory, segment_bytes=min(SEGMENT_BYTES, max_bytes), max_bytes=max_bytes)
+        self._cond = threading.Condition()
+        self._queue: collections.deque[tuple[Path, pa.Table, float]] = collections.deque()  # segment, rows, arrival
+        self._outstanding: collections.Counter[Path] = collections.Counter()  # tables not inserted, per segment
+        self._rows = 0
+        self._closing = False
+        self._gauge_rows = journal_rows.labels(table_name)
+        self._gauge_bytes = journal_bytes.labels(table_name)
+        self._recover()
+        self._thread = threading.Thread(target=self._run, name=f"dw-journal-{table_name}", daemon=True)
+        self._thread.start()
+
+    # -- appending -----------------------------------------------------------------------------
+
+    def append(self, table: pa.Table) -> None:
+        """Journal ``table`` (``fsync``'d before this returns); :class:`JournalFull` when it does not fit."""
+        payload = to_ipc(table)
+        with self._cond:
+            if self._closing:
+                raise JournalFull("the ingest journal is closing (the process is stopping); retry later")
+            if not self.spool.append(payload):
+                raise JournalFull(
+                    f"the ingest journal {self.directory} holds {self.spool.bytes} bytes, its limit is "
+                    f"{self.spool.max_bytes} (genai.journal_max_bytes), or its disk refused the write: "
+                    f"{self._rows} rows wait for the store; retry later"
+                )
+            self._queued(self.spool.active, table)
+        self._gauge_bytes.set(self.spool.bytes)
+
+    def _queued(self, segment: Path, table: pa.Table) -> None:
+        self._queue.append((segment, table, time.monotonic()))
+        self._outstanding[segment] += 1
+        self._rows += table.num_rows
+        self._gauge_rows.set(self._rows)
+        self._cond.notify_all()
+
+    @property
+    def rows(self) -> int:
+        """Rows journaled and not inserted yet."""
+        with self._cond:
+            return self._rows
+
+    def wait_empty(self, timeout: float) -> bool:
+        """True once every journaled row is inserted (False when ``timeout`` passed first)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._rows:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    # -- recovering ----------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Queue the records a previous run left (all its segments are sealed: this run has not appended yet)."""
+        recovered = 0
+        for segment in self.spool.with_data():
+            for record in self.spool.read(segment):
+                try:
+                    table = from_ipc(record.payload)
+                except (pa.ArrowException, OSError) as exc:  # a whole record with a good CRC: not expected
+                    log.error("ingest journal: a record of %s is unreadable (%s); skipped", segment, exc)
+                    continue
+                with self._cond:
+                    self._queued(segment, table)
+                recovered += table.num_rows
+            if not self._outstanding[segment]:
+                self.spool.remove(segment)
+        if recovered:
+            log.warning(
+                "ingest journal %s: %d rows answered by a previous run were not inserted yet; inserting them",
+                self.directory,
+                recovered,
+            )
+        self._gauge_bytes.set(self.spool.bytes)
+
+    # -- inserting -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        _name_native_thread(b"dw-journal")  # its CPU (the insert runs in this thread) is told apart in top -H
+        backoff = 0.0
+        while True:
+            group = self._next_group(backoff)
+            if group is None:
+                return
+            rows = sum(table.num_rows for _, table, _ in group)
+            try:
+                combined = group[0][1] if len(group) == 1 else pa.concat_tables([table for _, table, _ in group])
+                with store_lock:
+                    self.client.insert_arrow(self.table_name, combined, settings=COALESCED_INSERT)
+            except Exception as exc:
+                journal_inserts.labels(self.table_name, "failed").inc()
+                backoff = min(MAX_BACKOFF_S, max(0.1, backoff * 2))
+                log.error(
+                    "inserting %d journaled rows into %s failed (%s); retrying in %.1f s, they stay in the journal",
+                    rows,
+                    self.table_name,
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    backoff,
+                )
+                with self._cond:
+                    self._queue.extendleft(reversed(group))  # first again, in the same order
+                continue
+            backoff = 0.0
+            journal_inserts.labels(self.table_name, "ok").inc()
+            self._inserted(group, rows)
+
+    def _next_group(self, backoff: float) -> list[tuple[Path, pa.Table, float]] | None:
+        """Tables of one schema to insert together, once the oldest waited ``linger_s`` or enough rows wait;
+        None once closing (after a failed insert: at once, the rest stays on disk) and drained."""
+        with self._cond:
+            if backoff and self._cond.wait_for(lambda: self._closing, backoff):
+                return None
+            self._cond.wait_for(lambda: self._queue or self._closing)
+            if not self._queue:
+                return None
+            deadline = self._queue[0][2] + self.linger_s
+            while not self._closing and self._rows < TARGET_ROWS:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            schema = self._queue[0][1].schema
+            group, rows, rest = [], 0, collections.deque()
+            for entry in self._queue:
+                table = entry[1]
+                if group and (rows + table.num_rows > MAX_ROWS or not table.schema.equals(schema)):
+                    rest.append(entry)
+                    continue
+                group.append(entry)
+                rows += table.num_rows
+            self._queue = rest
+            return group
+
+    def _inserted(self, group: list[tuple[Path, pa.Table, float]], rows: int) -> None:
+        with self._cond:
+            for segment, _, _ in group:
+                self._outstanding[segment] -= 1
+            self._rows -= rows
+            self._gauge_rows.set(self._rows)
+            self._release_segments()
+            self._cond.notify_all()
+        self._gauge_bytes.set(self.spool.bytes)
+
+    def _release_segments(self) -> None:
+        """Delete the segments whose every table is inserted, the one being appended to included (the next append
+        starts a new one): what the journal counts against ``max_bytes`` is only what waits for the store."""
+        for segment in [s for s, n in self._outstanding.items() if n <= 0]:
+            del self._outstanding[segment]
+            self.spool.remove(segment)
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Insert what waits (within ``timeout``), stop the inserter, release the directory; the rest stays on disk."""
+        self.wait_empty(timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        with self._cond:
+            self.spool.close()
+            if not self._rows:
+                for segment in list(self._outstanding):
+                    self.spool.remove(segment)
+                self._outstanding.clear()
+        if self._rows:
+            log.warning(
+                "ingest journal %s: %d rows were not inserted before shutdown; the next start inserts them",
+                self.directory,
+                self._rows,
+            )

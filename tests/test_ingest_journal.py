@@ -1,0 +1,200 @@
+"""The hub's ingest journal: ``POST /v1/traces`` answers once the calls are on disk, and loses none of them.
+
+Real parts throughout: the hub app under uvicorn (``tests.test_otlp.Served``) over a database of the
+session's embedded store, or ``driftwarden api`` in a subprocess (``tests.hub_process.Hub``) killed with
+SIGKILL. A store that refuses is a real refusal: the ``inferences`` table renamed away, then back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import httpx
+import pytest
+from fastapi import Response
+from google.rpc import status_pb2
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from driftwarden import storage
+from driftwarden.collector.genai_config import GenAIConfig
+from driftwarden.collector.hub_app import close_ingest, create_app
+from driftwarden.collector.ingest_journal import IngestJournal, journal_directory
+from driftwarden.collector.metrics import REGISTRY
+from driftwarden.collector.receivers.otlp import GenAIIngest, decode_protobuf
+from tests.collector_harness import module_store_url
+from tests.hub_process import Hub, query_store, wait_for
+from tests.test_otlp import Served, export_request, genai_span, post, samples
+
+SPANS = 500
+
+
+@pytest.fixture(scope="module")
+def journal_store(engine_dir):
+    return module_store_url(engine_dir, "ingest_journal")
+
+
+def body(first: int, model: str, spans: int = SPANS) -> bytes:
+    start = time.time_ns()
+    return export_request([genai_span(first + i, model, start=start) for i in range(spans)]).SerializeToString()
+
+
+def stored(client, model: str) -> tuple[int, int]:
+    """Rows of ``model`` in ``inferences`` (without FINAL) and distinct calls (trace and span ids)."""
+    ((rows, calls),) = client.query(
+        "SELECT count(), uniqExact(trace_id, span_id) FROM inferences WHERE model = {m:String}", parameters={"m": model}
+    ).result_rows
+    return rows, calls
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_the_journal_directory_defaults_beside_an_embedded_store_and_not_for_a_server(tmp_path):
+    store = f"chdb://{tmp_path / 'data'}"
+    assert journal_directory(None, store) == tmp_path / "data-spool" / "otlp"
+    assert journal_directory(GenAIConfig(), store + "?database=other") == tmp_path / "data-spool" / "otlp-other"
+    assert journal_directory(GenAIConfig(), "http://clickhouse:8123/driftwarden") is None
+    chosen = GenAIConfig(journal_dir=str(tmp_path / "j"))
+    assert journal_directory(chosen, "http://clickhouse:8123/driftwarden") == tmp_path / "j"
+    assert journal_directory(GenAIConfig(journal=False), store) is None
+
+
+@pytest.mark.timeout(120)
+def test_a_store_that_refuses_keeps_the_answered_calls_503_once_full_and_all_stored_when_it_is_back(
+    journal_store, tmp_path
+):
+    client = storage.connect(journal_store)
+    app = create_app(client, genai=GenAIConfig(journal_max_bytes=1 << 20), journal_dir=tmp_path / "journal")
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    served = Served(app)
+    failed_before = metric("driftwarden_ingest_journal_inserts_total", table="inferences", outcome="failed")
+    client.command("RENAME TABLE inferences TO inferences_away")
+    renamed = True
+    try:
+        answered, refused = [], None
+        for n in range(40):  # about 200 KB of journal per request: full after a few
+            answer = post(served.url, body(n * SPANS, "journal-full"))
+            if answer.status_code == 503:
+                refused = answer
+                break
+            assert answer.status_code == 200, answer.text
+            answered.append(n)
+        assert refused is not None, "the journal never filled up"
+        message = status_pb2.Status.FromString(refused.content).message
+        assert "ingest journal" in message and "journal_max_bytes" in message and "retry later" in message
+        assert len(answered) >= 2
+        waiting = app.state.otlp_journal.rows
+        assert waiting == len(answered) * SPANS, "every answered call waits in the journal"
+        assert samples(served.url, "driftwarden_ingest_journal_rows", table="inferences") == waiting
+        assert samples(served.url, "driftwarden_ingest_journal_bytes", table="inferences") > 0
+        assert wait_for(
+            lambda: (
+                metric("driftwarden_ingest_journal_inserts_total", table="inferences", outcome="failed") > failed_before
+            ),
+            timeout=10,
+        ), "the refused insert is counted"
+        client.command("RENAME TABLE inferences_away TO inferences")
+        renamed = False
+        assert app.state.otlp_journal.wait_empty(30), "the journal drains once the store is back"
+        assert stored(client, "journal-full") == (len(answered) * SPANS, len(answered) * SPANS)
+        assert samples(served.url, "driftwarden_ingest_journal_rows", table="inferences") == 0
+        assert post(served.url, body(1_000_000, "journal-full")).status_code == 200, "room again"
+    finally:
+        if renamed:
+            client.command("RENAME TABLE inferences_away TO inferences")
+        served.close()
+        close_ingest(app)
+    assert stored(client, "journal-full")[1] == (len(answered) + 1) * SPANS
+    assert not list((tmp_path / "journal").glob("segment-*")), "inserted segments are deleted"
+
+
+@pytest.mark.timeout(120)
+def test_rows_left_in_the_journal_at_shutdown_are_inserted_once_at_the_next_start(journal_store, tmp_path):
+    client = storage.connect(journal_store)
+    client.command("DROP TABLE IF EXISTS later")
+    journal = IngestJournal(tmp_path / "journal", client, "later")  # no such table yet: every insert fails
+    mapper = GenAIIngest().mapper  # the receiver's: the rows /v1/traces would journal
+    tables = [mapper.map(decode_protobuf(body(n * 100, "journal-restart", 100))).table for n in range(3)]
+    for table in tables:
+        journal.append(table)
+    journal.close(timeout=0.5)  # the store still refuses: the rows stay on disk
+    assert list((tmp_path / "journal").glob("segment-*.spool")), "the records are kept"
+    client.command("CREATE TABLE later AS inferences")
+    reopened = IngestJournal(tmp_path / "journal", client, "later")
+    try:
+        assert reopened.rows == 300, "the records of the previous run are queued again"
+        assert reopened.wait_empty(30)
+        ((rows, calls),) = client.query("SELECT count(), uniqExact(trace_id, span_id) FROM later").result_rows
+        assert (rows, calls) == (300, 300)
+    finally:
+        reopened.close()
+    assert not list((tmp_path / "journal").glob("segment-*.spool")), "nothing is inserted twice at the next start"
+    client.command("DROP TABLE later")
+
+
+class SpanSenders:
+    """Threads posting 100-span OTLP requests with unique span ids until the hub dies; the ids of the 200s."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.numbers, self.ok, self.lock = url, itertools.count(), [], threading.Lock()
+        self.threads = [threading.Thread(target=self._send, daemon=True) for _ in range(3)]
+        for thread in self.threads:
+            thread.start()
+
+    def _send(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while True:
+                with self.lock:
+                    n = next(self.numbers)
+                try:
+                    answer = client.post(
+                        self.url + "/v1/traces",
+                        content=body(n * 100, "journal-kill", 100),
+                        headers={"content-type": "application/x-protobuf"},
+                    )
+                except httpx.HTTPError:
+                    return  # the hub is gone
+                if answer.status_code == 200:
+                    with self.lock:
+                        self.ok.append(n)
+
+    def answered(self) -> int:
+        with self.lock:
+            return len(self.ok)
+
+
+@pytest.mark.timeout(240)
+def test_every_span_answered_200_is_stored_after_a_sigkill_of_the_hub(tmp_path):
+    hub = Hub(tmp_path / "store").start()
+    senders = SpanSenders(hub.url)
+    try:
+        assert wait_for(lambda: senders.answered() >= 30, timeout=120), f"answered: {senders.answered()}"
+        hub.process.kill()  # SIGKILL: no shutdown, nothing flushed by the hub
+        hub.process.wait(30)
+        for thread in senders.threads:
+            thread.join(60)
+        assert list((tmp_path / "store-spool" / "otlp").glob("segment-*.spool")), "the journal beside the store"
+        hub.start()  # inserts what the journal held
+        assert wait_for(
+            lambda: samples(hub.url, "driftwarden_ingest_journal_rows", table="inferences") == 0, timeout=60
+        )
+    finally:
+        hub.stop()
+    numbers = ",".join(str(n) for n in senders.ok)
+    ((calls, answered_calls),) = query_store(
+        hub.store_url,
+        "SELECT uniqExact(trace_id, span_id), "
+        "uniqExactIf((trace_id, span_id), "
+        f"intDiv(reinterpretAsUInt64(reverse(unhex(span_id))) - 1, 100) IN ({numbers})) "
+        "FROM inferences WHERE model = 'journal-kill'",
+    )
+    print(f"answered {len(senders.ok)} requests of 100 spans; stored calls {calls}")
+    assert answered_calls == len(senders.ok) * 100, "every span answered 200 is stored"
+    assert calls >= answered_calls
