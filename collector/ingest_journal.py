@@ -37,7 +37,7 @@ from prometheus_client import Counter, Gauge
 from driftwarden.collector.arrow import from_ipc, to_ipc
 from driftwarden.collector.ingest import COALESCED_INSERT, store_lock
 from driftwarden.collector.metrics import REGISTRY
-from driftwarden.collector.spool import Spool
+from driftwarden.collector.spool import Spool, SpoolError
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,13 @@ class IngestJournal:
     ) -> None:
         self.directory = Path(directory)
         self.client, self.table_name, self.linger_s = client, table_name, linger_s
-        self.spool = Spool(self.directory, segment_bytes=min(SEGMENT_BYTES, max_bytes), max_bytes=max_bytes)
+        try:
+            self.spool = Spool(self.directory, segment_bytes=min(SEGMENT_BYTES, max_bytes), max_bytes=max_bytes)
+        except SpoolError as exc:
+            raise SpoolError(
+                f"the ingest journal of POST /v1/traces cannot be opened: {exc} (set genai.journal_dir to a "
+                "directory of this process's own, or genai.journal: false to answer after each insert)"
+            ) from None
         self._cond = threading.Condition()
         self._queue: collections.deque[tuple[Path, pa.Table, float]] = collections.deque()  # segment, rows, arrival
         self._outstanding: collections.Counter[Path] = collections.Counter()  # tables not inserted, per segment

@@ -198,3 +198,12 @@ def test_every_span_answered_200_is_stored_after_a_sigkill_of_the_hub(tmp_path):
     print(f"answered {len(senders.ok)} requests of 100 spans; stored calls {calls}")
     assert answered_calls == len(senders.ok) * 100, "every span answered 200 is stored"
     assert calls >= answered_calls
+
+
+def test_an_unusable_journal_directory_is_refused_with_what_to_set(journal_store, tmp_path):
+    from driftwarden.collector.spool import SpoolError
+
+    (tmp_path / "taken").write_text("a file, not a directory")
+    expected = r"ingest journal of POST /v1/traces .*genai\.journal_dir.*genai\.journal: false"
+    with pytest.raises(SpoolError, match=expected):
+        create_app(storage.connect(journal_store), journal_dir=tmp_path / "taken")
