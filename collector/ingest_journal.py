@@ -281,7 +281,10 @@ class IngestJournal:
         starts a new one): what the journal counts against ``max_bytes`` is only what waits for the store."""
         for segment in [s for s, n in self._outstanding.items() if n <= 0]:
             del self._outstanding[segment]
-            self.spool.remove(segment)
+            try:
+                self.spool.remove(segment)
+            except OSError as exc:  # kept on disk: inserted again at the next start, stored once (event ids)
+                log.warning("ingest journal: %s is inserted but cannot be deleted (%s)", segment, exc)
 
     # -- stopping ------------------------------------------------------------------------------
 
