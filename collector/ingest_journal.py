@@ -19,8 +19,10 @@ stream of its rows). The rows are also kept in memory until inserted, so the jou
 at start; both are bounded by ``max_bytes``: an append that does not fit is refused
 (:class:`JournalFull`), and ``/v1/traces`` answers 503, which OTLP exporters retry.
 
-A store that fails is retried, with a back-off of up to ``MAX_BACKOFF_S``; nothing is dropped.
-The state is exported as ``driftwarden_ingest_journal_*`` metrics.
+A store that fails is retried, oldest first, with a back-off of up to ``MAX_BACKOFF_S``; nothing is
+dropped (a record the store refuses for good, e.g. journaled before a schema change it no longer fits,
+holds back the ones behind it: see the ``IngestJournalNotDraining`` runbook). The state is exported as
+``driftwarden_ingest_journal_*`` metrics.
 """
 
 from __future__ import annotations
