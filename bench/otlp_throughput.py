@@ -11,11 +11,13 @@ carries the attributes an instrumented chat call has (operation, provider, reque
 model, tokens, finish reasons, temperature, max_tokens, server address, time to first chunk), no
 message content.
 
-Printed: spans/s of wall clock; spans per CPU-second of the server process (its utime +
+Printed: spans/s of wall clock; spans per CPU-second of the server's process tree (utime +
 stime from /proc, chdb's threads included: "per core busy", the figure to compare on a
 machine shared with other jobs), and that CPU by thread name ("python": HTTP, decoding,
-mapping and the insert statements; ClickHouse's "MergeMutate": background merges of the
-parts the inserts write; "ThreadPool": insert pipelines); the p50/p99 of one request; the rows found in the store
+mapping, and the insert statements without a journal; "dw-journal": the journal's inserts;
+ClickHouse's "MergeMutate": background merges of the parts the inserts write; "ThreadPool":
+insert pipelines); the p50/p99 of one request; "settled": the CPU once the merges that followed
+are done; the rows found in the store
 afterwards (every span must be there); the load average before and after. With ``--rate``
 the clients together offer that many spans per second (paced), to read the p99 at a given load.
 
@@ -102,7 +104,7 @@ def build_requests(n_requests: int, spans_per_request: int) -> list[bytes]:
 
 
 def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (the api's OTLP decoding processes, whose CPU is the server's too)."""
+    """``pid`` and its descendants (any process the server starts: its CPU is the server's too)."""
     pids = [pid]
     for parent in pids:
         for task in Path(f"/proc/{parent}/task").glob("*/children"):
