@@ -139,6 +139,24 @@ def test_sub_millisecond_timestamps_survive_an_arrow_insert(store):
     assert [g for (g,) in got] == ts
 
 
+def test_an_insert_of_fewer_than_100k_rows_writes_a_compact_part_and_a_larger_one_a_wide_part(store):
+    # Migration 0022: rows of a 30,000-row insert weigh more than the 10 MiB from which ClickHouse writes a part
+    # wide (one file per column stream: ~80 ms of CPU per insert); below 100,000 rows they go in one compact part.
+    store.command("SYSTEM STOP MERGES inferences")
+    for rows in (30_000, 150_000):
+        store.command(
+            "INSERT INTO inferences (event_id, ts, model, num_names, num_values, output_payload) "
+            f"SELECT generateUUIDv4(), now64(6), 'm', ['a', 'b'], [number, number * 2], repeat('x', 400) "
+            f"FROM numbers({rows})"
+        )
+    parts = store.query(
+        "SELECT rows, part_type, data_uncompressed_bytes FROM system.parts "
+        "WHERE database = currentDatabase() AND table = 'inferences' AND active ORDER BY rows"
+    ).result_rows
+    assert [(rows, kind) for rows, kind, _ in parts] == [(30_000, "Compact"), (150_000, "Wide")]
+    assert parts[0][2] > 10 << 20  # wide without the migration (min_bytes_for_wide_part)
+
+
 def _batch(n: int, start: int = 0) -> list[list]:
     base = dt.datetime(2026, 3, 1, tzinfo=UTC)
     return [[uuid.UUID(int=start + i + 1), base + dt.timedelta(seconds=start + i), "m", [float(i)]] for i in range(n)]
