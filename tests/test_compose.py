@@ -188,6 +188,8 @@ def test_dockerfile_copy_sources_exist():
 
 def test_python_image_installs_dependencies_before_copying_the_sources():
     lines = [ln for ln in (ROOT / "Dockerfile").read_text().splitlines() if ln.startswith(("COPY", "RUN"))]
+    assert lines[0].startswith("RUN apt-get update")  # nginx for the collector's nginx engine, changed least
+    lines = lines[1:]
     assert lines[0] == "COPY pyproject.toml ./"
     assert lines[1].startswith("RUN") and "pip install" in " ".join(lines[1:2]) + (ROOT / "Dockerfile").read_text()
     first_source = next(i for i, ln in enumerate(lines) if ln.startswith("COPY driftwarden/"))
@@ -195,6 +197,21 @@ def test_python_image_installs_dependencies_before_copying_the_sources():
     assert first_source > 1
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and "**/node_modules" in ignored
+
+
+def test_the_python_image_installs_the_debian_packages_of_the_collectors_nginx_engine():
+    # the packages that scripts/install-test-deps.sh installs for the nginx engine's tests, pinned to Debian 12's
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "FROM python:3.11.11-slim-bookworm" in dockerfile
+    wanted = [
+        line.split()[0]
+        for line in (ROOT / "scripts" / "install-test-deps.sh").read_text().splitlines()
+        if "nginx engine" in line
+    ]
+    assert wanted == ["nginx", "libnginx-mod-http-js"]
+    install = next(line for line in dockerfile.splitlines() if "apt-get install" in line)
+    for package in wanted:
+        assert re.search(rf"\s{re.escape(package)}=[\w.+~*-]+", install), f"{package} is not installed, pinned"
 
 
 def _users() -> dict[str, ET.Element]:
