@@ -199,6 +199,31 @@ def test_python_image_installs_dependencies_before_copying_the_sources():
     assert ".venv" in ignored and "**/node_modules" in ignored
 
 
+def test_the_api_journals_otlp_spans_on_a_volume_of_its_own(config):
+    # deploy/api.yaml: with the ClickHouse server too, /v1/traces answers once the calls are fsync'd on the api's
+    # volume, so that spans keep being accepted while ClickHouse restarts and a killed api loses none it answered
+    from driftwarden.collector.genai_config import load_file_section
+    from driftwarden.collector.ingest_journal import journal_directory
+
+    api = config["services"]["api"]
+    mounts = {volume["target"]: volume for volume in api["volumes"]}
+    config_file = mounts[api["environment"]["DRIFTWARDEN_API_CONFIG"]]
+    assert config_file["type"] == "bind" and config_file.get("read_only")
+    genai = load_file_section(config_file["source"])
+    journal = journal_directory(genai, api["environment"]["DRIFTWARDEN_STORE"])
+    assert journal is not None, "no journal: the api answers /v1/traces only after each insert into ClickHouse"
+    volume = next(volume for target, volume in mounts.items() if journal.is_relative_to(target))
+    assert volume["type"] == "volume"
+    sharing = [
+        name
+        for name, service in config["services"].items()
+        if name != "api" and any(v.get("source") == volume["source"] for v in service.get("volumes", []))
+    ]
+    assert not sharing, f"{volume['source']} is also mounted by {sharing}: a journal belongs to one process"
+    # the image creates the mount point owned by its user: a new named volume starts with that owner, writable
+    assert f"install -d -o driftwarden -g driftwarden {volume['target']}" in (ROOT / "Dockerfile").read_text()
+
+
 def test_the_python_image_installs_the_debian_packages_of_the_collectors_nginx_engine():
     # the packages that scripts/install-test-deps.sh installs for the nginx engine's tests, pinned to Debian 12's
     dockerfile = (ROOT / "Dockerfile").read_text()
