@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy.stats import chi2_contingency, chisquare
 
 from driftwarden.detectors.methods.base import Counts, DriftMethod, Score
 
@@ -63,6 +62,8 @@ class ChiSquare(DriftMethod):
             return self._homogeneity(data, threshold)
         observed = np.asarray(data.current, dtype=float)
         expected = np.asarray(data.reference, dtype=float) * (data.current_rows / data.reference_rows)
+        from scipy.stats import chisquare  # at the first score: scipy.stats weighs ~35 MB (see methods.ks)
+
         with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
             statistic, p_value = chisquare(observed, expected)
@@ -74,6 +75,8 @@ class ChiSquare(DriftMethod):
         table = table[:, table.sum(axis=0) > 0]
         if table.shape[1] < 2:
             return Score(self.name, 0.0, 1.0, threshold, False, 0.0)
+        from scipy.stats import chi2_contingency
+
         statistic, p_value, _, _ = chi2_contingency(table, correction=False)
         p = float(p_value)
         return Score(self.name, float(statistic), p, threshold, p < threshold, data.total_variation())

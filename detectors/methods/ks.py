@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
-from scipy.stats import distributions
 
 from driftwarden.detectors.methods.base import DriftMethod, Score, Support
-
-# scipy's exact two-sided computation; ks_2samp has no entry point taking the statistic
-# and the sample sizes, and recomputing the p-value any other way would not match it.
-# It is private: if a scipy release renames it, p-values fall back to the asymptotic formula
-# (tests/test_drift_methods.py then fails on the exact case, which is the signal to adapt).
-try:
-    from scipy.stats._stats_py import _attempt_exact_2kssamp
-except ImportError:  # pragma: no cover - depends on the scipy release
-    _attempt_exact_2kssamp = None
 
 EXACT_MAX_N = 10_000  # scipy's MAX_AUTO_N: exact below, Smirnov's asymptotic formula above
 
@@ -68,14 +59,32 @@ class KolmogorovSmirnov(DriftMethod):
         return score <= threshold
 
 
+@functools.cache
+def _scipy() -> tuple:
+    """``scipy.stats``' ``kstwo`` and its exact two-sided computation (or None), imported at the first p-value:
+    ``scipy.stats`` costs a process about 35 MB (BENCHMARKS.md, lean processes), and most drift runs use other
+    methods. ``_attempt_exact_2kssamp`` is private, since ``ks_2samp`` has no entry point taking the statistic and
+    the sample sizes, and recomputing the p-value any other way would not match it: if a scipy release renames
+    it, p-values fall back to the asymptotic formula (tests/test_drift_methods.py then fails on the exact case,
+    which is the signal to adapt)."""
+    from scipy.stats import distributions
+
+    try:
+        from scipy.stats._stats_py import _attempt_exact_2kssamp
+    except ImportError:  # pragma: no cover - depends on the scipy release
+        _attempt_exact_2kssamp = None
+    return distributions.kstwo, _attempt_exact_2kssamp
+
+
 def ks_p_value(d: float, n1: int, n2: int) -> float:
     """Two-sided p-value of ``D`` for sample sizes ``n1``, ``n2``, with ``ks_2samp``'s ``auto`` method."""
+    kstwo, exact = _scipy()
     g = math.gcd(n1, n2)
-    exact_possible = _attempt_exact_2kssamp is not None and (n1 // g) < np.iinfo(np.int32).max / (n2 // g)
+    exact_possible = exact is not None and (n1 // g) < np.iinfo(np.int32).max / (n2 // g)
     if max(n1, n2) <= EXACT_MAX_N and exact_possible:
-        success, _, prob = _attempt_exact_2kssamp(n1, n2, g, d, "two-sided")
+        success, _, prob = exact(n1, n2, g, d, "two-sided")
         if success:
             return float(np.clip(prob, 0, 1))
     m, n = sorted([float(n1), float(n2)], reverse=True)
     en = m * n / (m + n)
-    return float(np.clip(distributions.kstwo.sf(d, np.round(en)), 0, 1))
+    return float(np.clip(kstwo.sf(d, np.round(en)), 0, 1))

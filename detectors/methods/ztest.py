@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-from scipy.stats import norm
-
 from driftwarden.detectors.methods.base import Counts, DriftMethod, Score
 
 
@@ -55,5 +53,7 @@ class ZTest(DriftMethod):
         pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
         denominator = math.sqrt(pooled * (1 - pooled) * (1.0 / n1 + 1.0 / n2))
         z = (p1 - p2) / denominator if denominator else math.copysign(math.inf, p1 - p2) if p1 != p2 else 0.0
+        from scipy.stats import norm  # at the first score: scipy.stats weighs ~35 MB (see methods.ks)
+
         p = float(2 * (1 - norm.cdf(abs(z)))) if math.isfinite(z) else 0.0
         return Score(self.name, float(z), p, threshold, p < threshold, abs(p1 - p2))
