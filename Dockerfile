@@ -16,7 +16,7 @@ WORKDIR /opt/driftwarden
 # 0. nginx and its njs module, from Debian: the collector's nginx engine (`--engine nginx`, collector/README.md,
 #    "Data planes") runs them as this image's user, with its own configuration under the spool directory.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends nginx=1.22.1-9+deb12u* libnginx-mod-http-js=0.7.9-* \
+    && apt-get install -y --no-install-recommends 'nginx=1.22.1-9+deb12u*' 'libnginx-mod-http-js=0.7.9-*' \
     && rm -rf /var/lib/apt/lists/*
 
 # 1. Dependencies, from the [project] dependencies of pyproject.toml only.
