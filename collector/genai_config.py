@@ -34,6 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from driftwarden.names import model_name_problem
 
+JOURNAL_MAX_BYTES = 256 << 20
+"""Default ``journal_max_bytes``: journaled calls waiting for the store above which ``/v1/traces`` answers 503."""
+
 DEFAULT_MAX_REQUEST_BYTES = 20 * 1024 * 1024
 """Largest OTLP or CloudEvents request body, compressed and decompressed (the OpenTelemetry
 Collector's default ``max_request_body_size`` is the same 20 MiB)."""
@@ -96,7 +99,7 @@ class GenAIConfig(BaseModel):
         description="directory of the ingest journal; default <store>-spool/otlp (embedded store), none (a server)",
     )
     journal_max_bytes: int = Field(
-        default=256 << 20,
+        default=JOURNAL_MAX_BYTES,
         ge=1 << 20,
         description="journaled calls waiting for the store above which POST /v1/traces answers 503 (retry later)",
     )

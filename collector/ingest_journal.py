@@ -37,13 +37,13 @@ import pyarrow as pa
 from prometheus_client import Counter, Gauge
 
 from driftwarden.collector.arrow import from_ipc, to_ipc
+from driftwarden.collector.genai_config import JOURNAL_MAX_BYTES
 from driftwarden.collector.ingest import COALESCED_INSERT, store_lock
 from driftwarden.collector.metrics import REGISTRY
 from driftwarden.collector.spool import Spool, SpoolError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BYTES = 256 << 20
 SEGMENT_BYTES = 8 << 20
 LINGER_S = 0.5
 """How long the oldest waiting table waits for more to join its insert (unless ``TARGET_ROWS`` wait): how stale the
@@ -121,7 +121,7 @@ class IngestJournal:
         client,
         table_name: str = "inferences",
         *,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_bytes: int = JOURNAL_MAX_BYTES,
         linger_s: float = LINGER_S,
     ) -> None:
         self.directory = Path(directory)
@@ -297,12 +297,8 @@ class IngestJournal:
             self._closing = True
             self._cond.notify_all()
         self._thread.join(timeout)
-        with self._cond:
+        with self._cond:  # inserted segments are deleted as their last table is inserted (_release_segments)
             self.spool.close()
-            if not self._rows:
-                for segment in list(self._outstanding):
-                    self.spool.remove(segment)
-                self._outstanding.clear()
         if self._rows:
             log.warning(
                 "ingest journal %s: %d rows were not inserted before shutdown; the next start inserts them",
