@@ -17,6 +17,7 @@ from driftwarden.collector.pipeline import Pipeline
 from driftwarden.collector.processors.hashing import canonical_hash
 from driftwarden.collector.processors.truncation import cap_text, decode_capped
 from driftwarden.collector.receivers import select
+from driftwarden.collector.receivers.base import parse_json
 
 
 class _Events:
@@ -279,3 +280,24 @@ def test_oip_binary_tensors_from_tritonclient_are_decoded_like_inline_data():
     # The stored payload is the JSON equivalent, with the row's data inline.
     stored = json.loads(events[1].input_payload)
     assert stored["inputs"][0]["data"] == [3.5, 4.5] and "binary_data_size" not in json.dumps(stored)
+
+
+def test_json_bodies_parse_to_the_standard_librarys_values_also_where_orjson_refuses_them():
+    """orjson parses bodies first; what it refuses, Python's parser still reads: the values are the standard
+    library's in every case, and only what neither reads is not JSON."""
+    bodies = [
+        b'{"inputs": [{"data": [0.1, 1e-7, 2.5e300, -0, 3]}], "id": "\\u00e9\\n"}',
+        b'{"id": 123456789012345678901234567890}',  # beyond 64 bits: orjson refuses it
+        b'{"x": NaN, "y": -Infinity}',  # what json.dumps writes for NaN: orjson refuses it
+        json.dumps({"text": "caf\u00e9"}).encode("utf-16"),  # UTF-16 with a byte-order mark
+        b'{"a": 1, "a": 2}',
+        b'"\\ud800"',  # a lone surrogate: orjson refuses it
+    ]
+    for body in bodies:
+        value, ok = parse_json(body)
+        expected = json.loads(body)
+        assert ok and json.dumps(value) == json.dumps(expected), body[:40]
+    assert parse_json(b'{"x": 1') == (None, False)
+    assert parse_json(b"\xff\xfe{") == (None, False)
+    assert parse_json(b"") == (None, False)
+    assert parse_json(b"[" * 5000 + b"]" * 5000) == (None, False)  # deeper than either parser goes

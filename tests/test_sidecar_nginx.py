@@ -24,7 +24,7 @@ from aiohttp import web
 from driftwarden import storage
 from driftwarden.collector.config import CollectorConfig
 from driftwarden.collector.edge.capture_log import CaptureLog, decode_line
-from driftwarden.collector.edge.nginx_conf import render
+from driftwarden.collector.edge.nginx_conf import LOG_FIELDS, render
 from driftwarden.collector.edge.supervisor import Nginx, find_nginx
 from tests.collector_harness import (
     AppServer,
@@ -125,6 +125,20 @@ def test_the_same_requests_through_both_engines_store_the_same_rows(upstream, en
     # Time to first token from the first chunk's arrival: the upstream waits FIRST_TOKEN_DELAY before it.
     assert FIRST_TOKEN_DELAY * 1000 - 2 <= streamed[0]["ttft_ms"] <= python_ttft + 100
     assert streamed[0]["ttft_ms"] < streamed[0]["latency_ms"]
+
+
+def test_a_capture_line_decodes_to_the_same_exchange_valid_utf8_or_not():
+    """Lines are parsed by orjson when they are UTF-8 and by Python's parser otherwise (nginx logs body bytes as
+    they passed): both give the request and response bodies byte for byte."""
+    row = {key: "" for key in LOG_FIELDS}
+    row.update(id=uuid.uuid4().hex, msec="1796289403.412", rt="0.002", urt="0.001", status="200", done="OK", m="POST")
+    row.update(path="/v2/models/m/infer", cl="20", req='{"x": "caf\u00e9 \\n"}', resp='{"y": [1.5]}', bytes="12")
+    line = json.dumps(row, ensure_ascii=False).encode()
+    ex = decode_line(line)
+    assert ex.request_body == '{"x": "caf\u00e9 \\n"}'.encode() and ex.response_body == b'{"y": [1.5]}'
+    assert ex.exchange_id == uuid.UUID(row["id"]) and ex.status == 200 and ex.path == "/v2/models/m/infer"
+    raw = line.replace("caf\u00e9".encode(), b"caf\xe9")  # Latin-1 in the body: not UTF-8
+    assert decode_line(raw).request_body == b'{"x": "caf\xe9 \\n"}'
 
 
 def _nginx_pid(spool: Path) -> int | None:

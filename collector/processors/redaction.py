@@ -55,6 +55,21 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "phone_plain": ("-", "."),
 }
 _SUBRULES = {"phone": ("phone", "phone_paren", "phone_plain")}
+# What any match of a rule contains, as a simpler pattern that one fast scan finds or rules out: two capitals, a
+# digit and six more capitals, digits or spaces (IBAN, UK NINO); a digit and ten more digits, spaces or dashes (US
+# SSN, card); a digit and eleven more digits, dots or dashes (phone). Text with none of a rule's hints (most numeric
+# JSON, such as Open Inference Protocol tensors, and most prose) skips its slower pattern; text with one runs it.
+_HINTS: dict[str, re.Pattern[str]] = {
+    "letters": re.compile(r"[A-Z]{2} ?\d[ A-Z0-9]{6}"),
+    "digits": re.compile(r"\d[\d -]{10}"),
+    "dotted": re.compile(r"\d[\d .-]{11}"),
+}
+_HINTED: dict[str, tuple[str, ...]] = {
+    "iban": ("letters",),
+    "national_id": ("letters", "digits"),
+    "card": ("digits",),
+    "phone_plain": ("dotted",),
+}
 
 
 def luhn_valid(digits: str) -> bool:
@@ -108,13 +123,13 @@ class Redactor:
             names = "|".join(re.escape(f).replace("_", "[_-]") for f in sorted(self.fields))
             self._field_regex = re.compile(rf'("(?:{names})"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}}\]\s]+)', re.IGNORECASE)
         enabled = set(rules)
-        self._rules: list[tuple[str, re.Pattern[str], tuple[str, ...]]] = [
-            (name, re.compile(_PATTERNS[part]), _NEEDS.get(part, ()))
+        self._rules: list[tuple[str, re.Pattern[str], tuple[str, ...], tuple[str, ...]]] = [
+            (name, re.compile(_PATTERNS[part]), _NEEDS.get(part, ()), _HINTED.get(part, ()))
             for name in _ORDER
             if name in enabled
             for part in _SUBRULES.get(name, (name,))
         ]
-        self._rules += [(name, re.compile(pattern), ()) for name, pattern in (patterns or {}).items()]
+        self._rules += [(name, re.compile(pattern), (), ()) for name, pattern in (patterns or {}).items()]
         self._spellings = tuple(sorted({spelling for f in self.fields for spelling in (f, f.replace("_", "-"))}))
 
     def token(self, rule: str, value: str) -> str:
@@ -128,11 +143,21 @@ class Redactor:
         """``text`` with every pattern match replaced; adds to ``counts`` per rule."""
         if not text:
             return text
-        for rule, regex, needs in self._rules:
+        found: dict[str, bool] = {}  # which _HINTS the text has, each looked for once (until a rule changes it)
+        for rule, regex, needs, hints in self._rules:
             if needs and not any(ch in text for ch in needs):
                 continue
+            if hints:
+                for hint in hints:
+                    if hint not in found:
+                        found[hint] = _HINTS[hint].search(text) is not None
+                    if found[hint]:
+                        break
+                else:
+                    continue
             if regex.search(text) is not None:
                 text = regex.sub(lambda m, rule=rule: self._replace(rule, m, counts), text)
+                found.clear()
         return text
 
     def _replace(self, rule: str, match: re.Match[str], counts: Counter[str]) -> str:

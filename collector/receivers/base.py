@@ -5,15 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from driftwarden.collector.event import Event
 from driftwarden.collector.exchange import Exchange
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_LONG_DIGITS = re.compile(rb"\d{19}")  # a JSON integer that may not fit in 64 bits: see parse_json
 
 
 @dataclass(slots=True)
@@ -87,9 +91,19 @@ def _uuid_or_none(text: str) -> uuid.UUID | None:
 
 
 def parse_json(body: bytes) -> tuple[Any, bool]:
-    """``(value, ok)``; ok is False for an empty, non-UTF-8 or invalid JSON body."""
+    """``(value, ok)``; ok is False for an empty, non-UTF-8 or invalid JSON body.
+
+    The values are always those of Python's parser. orjson gives the same at a fifth of the cost, and parses first,
+    but for a body with 19 digits in a row: orjson would read an integer beyond 64 bits as a float. What orjson
+    refuses (``NaN``/``Infinity``, which Python's ``json.dumps`` writes, UTF-16 and UTF-32, lone surrogates) Python's
+    parser still reads."""
     if not body:
         return None, False
+    if _LONG_DIGITS.search(body) is None:
+        try:
+            return orjson.loads(body), True
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(body), True
     except (ValueError, UnicodeDecodeError, RecursionError):
