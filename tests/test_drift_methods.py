@@ -299,3 +299,16 @@ def test_numeric_features_with_few_values_use_counts_per_value(store):
     want = _psi(pd.Series(ref12), pd.Series(cur12), ColumnType.Numerical, 0.1)[0]
     assert twelve.statistic == pytest.approx(want, rel=1e-12)
     assert twelve.out_of_range_share == pytest.approx(np.mean(cur12 > 11))
+
+
+def test_jensen_shannon_in_numpy_equals_scipys_also_on_empty_and_disjoint_bins():
+    from driftwarden.detectors.methods.jensenshannon import jensenshannon as ours
+
+    rng = np.random.default_rng(11)
+    cases = [rng.integers(0, 50, size=(2, k)).astype(float) for k in (2, 5, 21, 200)]
+    cases += [np.array([[1.0, 0.0, 3.0], [0.0, 2.0, 0.0]]), np.array([[5.0, 5.0], [5.0, 5.0]])]
+    cases += [np.array([[0.0, 0.0], [1.0, 2.0]])]  # an empty window: NaN, as scipy
+    for p, q in cases:
+        with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 in both
+            want, got = jensenshannon(p, q), ours(p, q)
+        assert (np.isnan(got) and np.isnan(want)) or got == pytest.approx(want, rel=1e-12, abs=1e-15), (p, q)
