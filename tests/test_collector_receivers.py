@@ -290,6 +290,7 @@ def test_json_bodies_parse_to_the_standard_librarys_values_also_where_orjson_ref
         b'{"id": 123456789012345678901234567890}',  # beyond 64 bits: orjson refuses it
         b'{"x": NaN, "y": -Infinity}',  # what json.dumps writes for NaN: orjson refuses it
         json.dumps({"text": "caf\u00e9"}).encode("utf-16"),  # UTF-16 with a byte-order mark
+        b'\xef\xbb\xbf{"a": 1}',  # UTF-8 with a byte-order mark: orjson refuses it
         b'{"a": 1, "a": 2}',
         b'"\\ud800"',  # a lone surrogate: orjson refuses it
     ]
