@@ -287,7 +287,7 @@ def test_json_bodies_parse_to_the_standard_librarys_values_also_where_orjson_ref
     library's in every case, and only what neither reads is not JSON."""
     bodies = [
         b'{"inputs": [{"data": [0.1, 1e-7, 2.5e300, -0, 3]}], "id": "\\u00e9\\n"}',
-        b'{"id": 123456789012345678901234567890}',  # beyond 64 bits: orjson refuses it
+        b'{"id": 123456789012345678901234567890}',  # beyond 64 bits: orjson would give a float
         b'{"x": NaN, "y": -Infinity}',  # what json.dumps writes for NaN: orjson refuses it
         json.dumps({"text": "caf\u00e9"}).encode("utf-16"),  # UTF-16 with a byte-order mark
         b'\xef\xbb\xbf{"a": 1}',  # UTF-8 with a byte-order mark: orjson refuses it
