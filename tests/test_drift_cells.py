@@ -154,6 +154,48 @@ def test_cells_give_identical_numbers_and_hash_on_the_same_data(store):
     assert three["provenance"]["input_hash"] != one["provenance"]["input_hash"]
 
 
+def test_a_profile_hash_changes_with_each_column_of_its_cells(store):
+    """One reference value changed, the window's rows and cell grid kept, changes the profile's hash even where only
+    one column of the cells changes: a cell's largest value (``cell_max``), its smallest (``cell_min``), its offset
+    sums (``cell_ticks``, ``cell_ticks2``), or which cells hold values (``cell_keys``, with the counts and sums)."""
+    ref = np.random.default_rng(12).normal(size=4000)
+    cur = np.random.default_rng(13).normal(size=3000)
+    columns = "cell_origin, cell_width, cell_keys, cell_counts, cell_ticks, cell_ticks2, cell_min, cell_max"
+
+    def profile(values):
+        store.command("TRUNCATE TABLE inferences")
+        store.command("TRUNCATE TABLE reference_profiles")
+        _load(store, {"x": values}, {"x": cur})
+        compute_drift(store, "m", REF, CUR, settings=CELLS)
+        ((digest, *cells),) = store.query(
+            f"SELECT profile_hash, {columns} FROM reference_profiles FINAL WHERE feature = 'feature/numeric/x'"
+        ).result_rows
+        return digest, dict(zip(columns.split(", "), cells, strict=True))
+
+    digest, base = profile(ref)
+    origin, width = base["cell_origin"], base["cell_width"]
+    cell = np.floor((ref - origin) / width)
+    # a cell of three values or more: its largest, smallest and a middle value, in value order
+    keys, counts = np.unique(cell, return_counts=True)
+    crowded = np.flatnonzero(cell == keys[np.argmax(counts)])
+    low, middle, high = crowded[np.argsort(ref[crowded])][[0, 1, -1]]
+    tiny = width * 1e-9  # far below a 2^-16 cell tick
+    variants = {
+        "cell_max": (high, ref[high] + tiny, {"cell_max"}),
+        "cell_min": (low, ref[low] - tiny, {"cell_min"}),
+        "cell_ticks": (middle, (ref[low] + ref[middle]) / 2, {"cell_ticks", "cell_ticks2"}),
+        "cell_keys": (middle, ref[middle] + 3.0, {"cell_keys", "cell_counts", "cell_ticks", "cell_ticks2", "cell_min",
+                                                  "cell_max"}),
+    }  # fmt: skip
+    for changed, (index, value, expected) in variants.items():
+        values = ref.copy()
+        values[index] = value
+        other, cells = profile(values)
+        assert (cells["cell_origin"], cells["cell_width"]) == (origin, width), changed  # the same grid
+        assert {c for c in cells if cells[c] != base[c]} == expected, changed
+        assert other != digest, f"{changed} changed, the profile hash did not"
+
+
 def test_prediction_drift_runs_on_cells(store):
     rng = np.random.default_rng(8)
     ref, cur = rng.normal(10, 2, 4000), rng.normal(11, 2, 3000)

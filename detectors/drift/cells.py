@@ -280,9 +280,11 @@ def build_profiles(source: Source, window: Window, target: str, per_feature: boo
                if(n = 0, nan, arrayMin(los)) AS min, if(n = 0, nan, arrayMax(his)) AS max,
                [] AS bin_edges, [] AS bin_counts, [] AS categories, [] AS category_counts,
                [] AS support_values, [] AS support_counts,
-               -- the cells enter the hash through their 128-bit SipHash: formatting 2M cells as text cost 6 s
+               -- the cells enter the hash through two 64-bit hashes of them, CityHash and XXH3 (0.05 s each on the
+               -- 1.5M cells of 500 features): as text they cost 6 s, through their 128-bit SipHash 0.8 s
                lower(hex(SHA256(toString((model, model_version, feature, feature_type, reference_start, reference_end,
-                   rows, origin, width, sipHash128(keys, counts, ticks, ticks2, los, his)))))) AS profile_hash,
+                   rows, origin, width, cityHash64(keys, counts, ticks, ticks2, los, his),
+                   xxh3(keys, counts, ticks, ticks2, los, his)))))) AS profile_hash,
                {{resolution:Float64}} AS cell_resolution, origin AS cell_origin, width AS cell_width,
                keys AS cell_keys, counts AS cell_counts, ticks AS cell_ticks, ticks2 AS cell_ticks2,
                los AS cell_min, his AS cell_max
