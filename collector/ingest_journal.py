@@ -20,9 +20,14 @@ at start; both are bounded by ``max_bytes``: an append that does not fit is refu
 (:class:`JournalFull`), and ``/v1/traces`` answers 503, which OTLP exporters retry.
 
 A store that fails is retried, oldest first, with a back-off of up to ``MAX_BACKOFF_S``; nothing is
-dropped (a record the store refuses for good, e.g. journaled before a schema change it no longer fits,
-holds back the ones behind it: see the ``IngestJournalNotDraining`` runbook). The state is exported as
-``driftwarden_ingest_journal_*`` metrics.
+dropped. A group whose insert fails is retried one record at a time, so that a record the store refuses
+for what it holds (a column the table no longer has, a value it cannot convert:
+``sinks.store.refused_for_its_data``) is found; refused so ``SET_ASIDE_AFTER`` times in a row, it is *set
+aside*: appended, ``fsync``'d, to the spool ``set-aside/`` inside the journal directory, and the records
+behind it go on. Set-aside records are journaled again at every start, so once the cause is fixed (a
+migration, a column put back) a restart inserts them; a store that is away, full or missing the table
+never sets anything aside. The state is exported as ``driftwarden_ingest_journal_*`` metrics
+(``IngestJournalNotDraining``, ``IngestJournalRowsSetAside``).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from driftwarden.collector.arrow import from_ipc, to_ipc
 from driftwarden.collector.genai_config import JOURNAL_MAX_BYTES
 from driftwarden.collector.ingest import COALESCED_INSERT, store_lock
 from driftwarden.collector.metrics import REGISTRY
+from driftwarden.collector.sinks.store import refused_for_its_data
 from driftwarden.collector.spool import Spool, SpoolError
 
 log = logging.getLogger(__name__)
@@ -56,6 +62,10 @@ CPU per row, against 10-20 µs for 1,000 rows alone (BENCHMARKS.md)."""
 MAX_ROWS = 100_000
 """Largest insert the inserter builds from waiting tables (a single larger table goes alone)."""
 MAX_BACKOFF_S = 10.0
+SET_ASIDE_AFTER = 3
+"""Inserts of a record alone, each refused for what it holds, after which the record is set aside."""
+SET_ASIDE = "set-aside"
+"""The spool of set-aside records, inside the journal directory."""
 
 journal_rows = Gauge(
     "driftwarden_ingest_journal_rows",
@@ -73,6 +83,18 @@ journal_inserts = Counter(
     "driftwarden_ingest_journal_inserts",
     "Inserts of journaled rows into the store, by outcome (ok, failed: retried)",
     ["table", "outcome"],
+    registry=REGISTRY,
+)
+journal_set_aside_rows = Counter(
+    "driftwarden_ingest_journal_set_aside_rows",
+    "Journaled rows the store refused for what they hold, set aside on disk (retried at the next start)",
+    ["table"],
+    registry=REGISTRY,
+)
+journal_set_aside_bytes = Gauge(
+    "driftwarden_ingest_journal_set_aside_bytes",
+    "Bytes of set-aside records in the ingest journal's set-aside/ directory (journaled again at the next start)",
+    ["table"],
     registry=REGISTRY,
 )
 
@@ -128,6 +150,9 @@ class IngestJournal:
         self.client, self.table_name, self.linger_s = client, table_name, linger_s
         try:
             self.spool = Spool(self.directory, segment_bytes=min(SEGMENT_BYTES, max_bytes), max_bytes=max_bytes)
+            self.set_aside = Spool(
+                self.directory / SET_ASIDE, segment_bytes=min(SEGMENT_BYTES, max_bytes), max_bytes=max_bytes
+            )
         except SpoolError as exc:
             raise SpoolError(
                 f"the ingest journal of POST /v1/traces cannot be opened: {exc} (set genai.journal_dir to a "
@@ -140,6 +165,7 @@ class IngestJournal:
         self._closing = False
         self._gauge_rows = journal_rows.labels(table_name)
         self._gauge_bytes = journal_bytes.labels(table_name)
+        self._gauge_set_aside = journal_set_aside_bytes.labels(table_name)
         self._recover()
         self._thread = threading.Thread(target=self._run, name=f"dw-journal-{table_name}", daemon=True)
         self._thread.start()
@@ -170,12 +196,12 @@ class IngestJournal:
 
     @property
     def rows(self) -> int:
-        """Rows journaled and not inserted yet."""
+        """Rows journaled and not inserted (nor set aside) yet."""
         with self._cond:
             return self._rows
 
     def wait_empty(self, timeout: float) -> bool:
-        """True once every journaled row is inserted (False when ``timeout`` passed first)."""
+        """True once every journaled row is inserted or set aside (False when ``timeout`` passed first)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._rows:
@@ -208,15 +234,43 @@ class IngestJournal:
                 self.directory,
                 recovered,
             )
+        self._retry_set_aside()
         self._gauge_bytes.set(self.spool.bytes)
+        self._gauge_set_aside.set(self.set_aside.bytes)
+
+    def _retry_set_aside(self) -> None:
+        """Journal the set-aside records again (a segment is deleted once all its records are): the cause may be
+        fixed since; refused again, they are set aside again."""
+        retried = 0
+        for segment in self.set_aside.with_data():
+            for record in self.set_aside.read(segment):
+                try:
+                    table = from_ipc(record.payload)
+                except (pa.ArrowException, OSError) as exc:  # a whole record with a good CRC: not expected
+                    log.error("ingest journal: a set-aside record of %s is unreadable (%s); left there", segment, exc)
+                    return
+                if not self.spool.append(record.payload):
+                    log.error(
+                        "ingest journal %s: no room to retry the set-aside records of %s now; left there for the "
+                        "next start",
+                        self.directory,
+                        segment,
+                    )
+                    return  # a record journaled twice is stored once (event ids)
+                with self._cond:
+                    self._queued(self.spool.active, table)
+                retried += table.num_rows
+            self.set_aside.remove(segment)
+        if retried:
+            log.warning("ingest journal %s: retrying %d rows set aside by a previous run", self.directory, retried)
 
     # -- inserting -----------------------------------------------------------------------------
 
     def _run(self) -> None:
         _name_native_thread(b"dw-journal")  # its CPU (the insert runs in this thread) is told apart in top -H
-        backoff = 0.0
+        backoff, alone, refusals = 0.0, False, 0
         while True:
-            group = self._next_group(backoff)
+            group = self._next_group(backoff, alone)
             if group is None:
                 return
             rows = sum(table.num_rows for _, table, _ in group)
@@ -226,30 +280,68 @@ class IngestJournal:
                     self.client.insert_arrow(self.table_name, combined, settings=COALESCED_INSERT)
             except Exception as exc:
                 journal_inserts.labels(self.table_name, "failed").inc()
+                # a group is retried a record at a time; a record alone that the store refuses for what it holds
+                # is counted (it stays first in the queue), and set aside once refused so SET_ASIDE_AFTER times
+                refusals = refusals + 1 if len(group) == 1 and refused_for_its_data(exc) else 0
+                alone = True
+                if refusals >= SET_ASIDE_AFTER and self._put_aside(group[0], exc):
+                    backoff, alone, refusals = 0.0, False, 0
+                    continue
                 backoff = min(MAX_BACKOFF_S, max(0.1, backoff * 2))
                 log.error(
                     "inserting %d journaled rows into %s failed (%s); retrying in %.1f s, they stay in the journal",
                     rows,
                     self.table_name,
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    _first_line(exc),
                     backoff,
                 )
                 with self._cond:
                     self._queue.extendleft(reversed(group))  # first again, in the same order
                 continue
-            backoff = 0.0
+            backoff, alone, refusals = 0.0, False, 0
             journal_inserts.labels(self.table_name, "ok").inc()
             self._inserted(group, rows)
 
-    def _next_group(self, backoff: float) -> list[tuple[Path, pa.Table, float]] | None:
-        """Tables of one schema to insert together, once the oldest waited ``linger_s`` or enough rows wait;
-        None once closing (after a failed insert: at once, the rest stays on disk) and drained."""
+    def _put_aside(self, entry: tuple[Path, pa.Table, float], exc: Exception) -> bool:
+        """Move a record the store keeps refusing for what it holds to the set-aside spool (False when that spool
+        has no room: the record then stays first in the journal)."""
+        table = entry[1]
+        if not self.set_aside.append(to_ipc(table)):
+            log.error(
+                "%d journaled rows refused by the store (%s) cannot be set aside (%s is full or its disk fails); "
+                "they stay first in the journal",
+                table.num_rows,
+                _first_line(exc),
+                self.set_aside.directory,
+            )
+            return False
+        journal_set_aside_rows.labels(self.table_name).inc(table.num_rows)
+        self._gauge_set_aside.set(self.set_aside.bytes)
+        log.error(
+            "inserting %d journaled rows into %s was refused %d times for what they hold (%s): set aside in %s, the "
+            "rows behind them go on. Fix what the message names (`driftwarden migrate`, a column or constraint "
+            "changed by hand) and restart: set-aside rows are retried at every start",
+            table.num_rows,
+            self.table_name,
+            SET_ASIDE_AFTER,
+            _first_line(exc),
+            self.set_aside.directory,
+        )
+        self._inserted([entry], table.num_rows)
+        return True
+
+    def _next_group(self, backoff: float, alone: bool = False) -> list[tuple[Path, pa.Table, float]] | None:
+        """Tables of one schema to insert together, once the oldest waited ``linger_s`` or enough rows wait (only
+        the oldest with ``alone``); None once closing (after a failed insert: at once, the rest stays on disk) and
+        drained."""
         with self._cond:
             if backoff and self._cond.wait_for(lambda: self._closing, backoff):
                 return None
             self._cond.wait_for(lambda: self._queue or self._closing)
             if not self._queue:
                 return None
+            if alone:
+                return [self._queue.popleft()]
             deadline = self._queue[0][2] + self.linger_s
             while not self._closing and self._rows < TARGET_ROWS:
                 remaining = deadline - time.monotonic()
@@ -299,9 +391,15 @@ class IngestJournal:
         self._thread.join(timeout)
         with self._cond:  # inserted segments are deleted as their last table is inserted (_release_segments)
             self.spool.close()
+            self.set_aside.close()
         if self._rows:
             log.warning(
                 "ingest journal %s: %d rows were not inserted before shutdown; the next start inserts them",
                 self.directory,
                 self._rows,
             )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -12,17 +12,20 @@ import threading
 import time
 
 import httpx
+import pyarrow as pa
 import pytest
 from fastapi import Response
 from google.rpc import status_pb2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from driftwarden import storage
+from driftwarden.collector.arrow import from_ipc
 from driftwarden.collector.genai_config import GenAIConfig
 from driftwarden.collector.hub_app import close_ingest, create_app
-from driftwarden.collector.ingest_journal import IngestJournal, journal_directory
+from driftwarden.collector.ingest_journal import SET_ASIDE, SET_ASIDE_AFTER, IngestJournal, journal_directory
 from driftwarden.collector.metrics import REGISTRY
 from driftwarden.collector.receivers.otlp import GenAIIngest, decode_protobuf
+from driftwarden.collector.spool import Spool
 from tests.collector_harness import module_store_url
 from tests.hub_process import Hub, query_store, wait_for
 from tests.test_otlp import Served, export_request, genai_span, post, samples
@@ -40,10 +43,10 @@ def body(first: int, model: str, spans: int = SPANS) -> bytes:
     return export_request([genai_span(first + i, model, start=start) for i in range(spans)]).SerializeToString()
 
 
-def stored(client, model: str) -> tuple[int, int]:
-    """Rows of ``model`` in ``inferences`` (without FINAL) and distinct calls (trace and span ids)."""
+def stored(client, model: str, table: str = "inferences") -> tuple[int, int]:
+    """Rows of ``model`` in ``table`` (without FINAL) and distinct calls (trace and span ids)."""
     ((rows, calls),) = client.query(
-        "SELECT count(), uniqExact(trace_id, span_id) FROM inferences WHERE model = {m:String}", parameters={"m": model}
+        f"SELECT count(), uniqExact(trace_id, span_id) FROM {table} WHERE model = {{m:String}}", parameters={"m": model}
     ).result_rows
     return rows, calls
 
@@ -137,6 +140,95 @@ def test_rows_left_in_the_journal_at_shutdown_are_inserted_once_at_the_next_star
         reopened.close()
     assert not list((tmp_path / "journal").glob("segment-*.spool")), "nothing is inserted twice at the next start"
     client.command("DROP TABLE later")
+
+
+def _spans_table(mapper, first: int, model: str, spans: int = 100):
+    """The rows ``POST /v1/traces`` would journal for ``spans`` GenAI spans."""
+    return mapper.map(decode_protobuf(body(first, model, spans))).table
+
+
+def _set_aside_rows(directory) -> list:
+    spool = Spool(directory / SET_ASIDE)
+    try:
+        return [from_ipc(r.payload) for segment in spool.with_data() for r in spool.read(segment)]
+    finally:
+        spool.close()
+
+
+@pytest.mark.timeout(120)
+def test_records_the_store_refuses_for_what_they_hold_are_set_aside_the_rest_inserted_and_retried_at_next_start(
+    journal_store, tmp_path
+):
+    client = storage.connect(journal_store)
+    client.command("DROP TABLE IF EXISTS refusing")
+    client.command("CREATE TABLE refusing AS inferences")
+    client.command("ALTER TABLE refusing ADD CONSTRAINT timed CHECK latency_ms >= 0")
+    mapper = GenAIIngest().mapper
+    good = [_spans_table(mapper, n * 100, "set-aside") for n in (0, 3, 4)]
+    # journaled before schema changes: a column the table no longer has (NO_SUCH_COLUMN_IN_TABLE), and rows of
+    # the same columns as the others that a constraint added since refuses (VIOLATED_CONSTRAINT)
+    stale = _spans_table(mapper, 100, "set-aside").append_column("retired", pa.array(["x"] * 100))
+    untimed = _spans_table(mapper, 200, "set-aside")
+    untimed = untimed.set_column(
+        untimed.schema.get_field_index("latency_ms"), "latency_ms", pa.array([-1.0] * 100, pa.float64())
+    )
+    assert untimed.schema.equals(good[0].schema)  # inserted in one group with the good ones, at first
+    set_aside_before = metric("driftwarden_ingest_journal_set_aside_rows_total", table="refusing")
+    directory = tmp_path / "journal"
+    journal = IngestJournal(directory, client, "refusing")
+    try:
+        for table in (good[0], stale, untimed, good[1], good[2]):
+            journal.append(table)
+        assert journal.wait_empty(60), "the records behind the refused ones are not held back"
+        assert stored(client, "set-aside", "refusing") == (300, 300)
+        assert metric("driftwarden_ingest_journal_set_aside_rows_total", table="refusing") == set_aside_before + 200
+        assert metric("driftwarden_ingest_journal_set_aside_bytes", table="refusing") > 0
+    finally:
+        journal.close()
+    kept = _set_aside_rows(directory)
+    assert sorted(kept, key=lambda t: t.num_columns) == [untimed, stale], "the refused records are kept whole"
+    assert not list(directory.glob("segment-*.spool")), "the journal itself is empty"
+
+    client.command("ALTER TABLE refusing ADD COLUMN retired String")  # the causes fixed
+    client.command("ALTER TABLE refusing DROP CONSTRAINT timed")
+    reopened = IngestJournal(directory, client, "refusing")
+    try:
+        assert reopened.wait_empty(30)
+        assert stored(client, "set-aside", "refusing") == (500, 500), "retried at the start, inserted"
+        assert metric("driftwarden_ingest_journal_set_aside_bytes", table="refusing") == 0
+    finally:
+        reopened.close()
+    assert _set_aside_rows(directory) == []
+    client.command("DROP TABLE refusing")
+
+
+@pytest.mark.timeout(120)
+def test_a_store_refusing_for_its_own_state_never_sets_a_record_aside(journal_store, tmp_path):
+    client = storage.connect(journal_store)
+    client.command("DROP TABLE IF EXISTS absent")
+    mapper = GenAIIngest().mapper
+    failed = metric("driftwarden_ingest_journal_inserts_total", table="absent", outcome="failed")
+    journal = IngestJournal(tmp_path / "journal", client, "absent")  # no such table (UNKNOWN_TABLE): the store's state
+    try:
+        journal.append(_spans_table(mapper, 0, "never-aside"))
+        journal.append(_spans_table(mapper, 100, "never-aside"))
+        assert wait_for(
+            lambda: (
+                metric("driftwarden_ingest_journal_inserts_total", table="absent", outcome="failed")
+                >= failed + 2 * SET_ASIDE_AFTER
+            ),
+            timeout=60,
+        )
+        assert journal.rows == 200, "every refused row waits in the journal"
+        assert metric("driftwarden_ingest_journal_set_aside_rows_total", table="absent") == 0
+        client.command("CREATE TABLE absent AS inferences")
+        assert journal.wait_empty(30)
+        ((rows,),) = client.query("SELECT count() FROM absent").result_rows
+        assert rows == 200
+    finally:
+        journal.close()
+        client.command("DROP TABLE IF EXISTS absent")
+    assert _set_aside_rows(tmp_path / "journal") == []
 
 
 class SpanSenders:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pyarrow as pa
@@ -11,6 +12,39 @@ TABLE = "inferences"
 # sorting and collapsing rows by key before the part is written. A batch's event ids are unique, and FINAL
 # readers collapse retried batches anyway: off, the insert costs about 0.6x the CPU (bench/capture_throughput.py).
 INSERT_SETTINGS = {"optimize_on_insert": 0}
+
+# ClickHouse's error codes (src/Common/ErrorCodes.cpp) for an insert refused because of what its rows hold: inserting
+# the same rows again fails again until the table or the rows change. The store's state (away, full, out of memory,
+# too many parts, no such table, no access) is not among them: those pass once the store is fixed.
+DATA_ERRORS = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        8,  # THERE_IS_NO_COLUMN
+        10,  # NOT_FOUND_COLUMN_IN_BLOCK
+        16,  # NO_SUCH_COLUMN_IN_TABLE
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        41,  # CANNOT_PARSE_DATETIME
+        43,  # ILLEGAL_TYPE_OF_ARGUMENT
+        44,  # ILLEGAL_COLUMN
+        53,  # TYPE_MISMATCH
+        69,  # ARGUMENT_OUT_OF_BOUND
+        70,  # CANNOT_CONVERT_TYPE
+        72,  # CANNOT_PARSE_NUMBER
+        117,  # INCORRECT_DATA
+        128,  # TOO_LARGE_ARRAY_SIZE
+        131,  # TOO_LARGE_STRING_SIZE
+        349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+        469,  # VIOLATED_CONSTRAINT
+    }
+)
+_ERROR_CODE = re.compile(r"\bCode: (\d+)\.")
+
+
+def refused_for_its_data(exc: BaseException) -> bool:
+    """Whether the store refused an insert for what its rows hold (a column the table does not have, a value it
+    cannot parse or convert: :data:`DATA_ERRORS`), as the ClickHouse message in ``exc`` says, embedded or server."""
+    found = _ERROR_CODE.search(str(exc))
+    return found is not None and int(found.group(1)) in DATA_ERRORS
 
 
 class StoreSink:
