@@ -22,12 +22,13 @@ at start; both are bounded by ``max_bytes``: an append that does not fit is refu
 A store that fails is retried, oldest first, with a back-off of up to ``MAX_BACKOFF_S``; nothing is
 dropped. A group whose insert fails is retried one record at a time, so that a record the store refuses
 for what it holds (a column the table no longer has, a value it cannot convert:
-``sinks.store.refused_for_its_data``) is found; refused so ``SET_ASIDE_AFTER`` times in a row, it is *set
-aside*: appended, ``fsync``'d, to the spool ``set-aside/`` inside the journal directory, and the records
-behind it go on. Set-aside records are journaled again at every start, so once the cause is fixed (a
-migration, a column put back) a restart inserts them; a store that is away, full or missing the table
-never sets anything aside. The state is exported as ``driftwarden_ingest_journal_*`` metrics
-(``IngestJournalNotDraining``, ``IngestJournalRowsSetAside``).
+``sinks.store.refused_for_its_data``) is found; refused so ``SET_ASIDE_AFTER`` times in a row, its rows are
+inserted in halves around the refused ones (``sinks.store.write_around_refusals``), which are *set aside*:
+appended, ``fsync``'d, to the spool ``set-aside/`` inside the journal directory; the records behind go on.
+Set-aside rows are journaled again at every start, so once the cause is fixed (a migration, a column put
+back) a restart inserts them; a store that is away, full or missing the table never sets anything aside.
+The state is exported as ``driftwarden_ingest_journal_*`` metrics (``IngestJournalNotDraining``,
+``IngestJournalRowsSetAside``).
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ from driftwarden.collector.arrow import from_ipc, to_ipc
 from driftwarden.collector.genai_config import JOURNAL_MAX_BYTES
 from driftwarden.collector.ingest import COALESCED_INSERT, store_lock
 from driftwarden.collector.metrics import REGISTRY
-from driftwarden.collector.sinks.store import refused_for_its_data
-from driftwarden.collector.spool import Spool, SpoolError
+from driftwarden.collector.sinks.store import refused_for_its_data, write_around_refusals
+from driftwarden.collector.spool import SET_ASIDE, SET_ASIDE_AFTER, Spool, SpoolError, move_records
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,6 @@ CPU per row, against 10-20 µs for 1,000 rows alone (BENCHMARKS.md)."""
 MAX_ROWS = 100_000
 """Largest insert the inserter builds from waiting tables (a single larger table goes alone)."""
 MAX_BACKOFF_S = 10.0
-SET_ASIDE_AFTER = 3
-"""Inserts of a record alone, each refused for what it holds, after which the record is set aside."""
-SET_ASIDE = "set-aside"
-"""The spool of set-aside records, inside the journal directory."""
 
 journal_rows = Gauge(
     "driftwarden_ingest_journal_rows",
@@ -239,28 +236,18 @@ class IngestJournal:
         self._gauge_set_aside.set(self.set_aside.bytes)
 
     def _retry_set_aside(self) -> None:
-        """Journal the set-aside records again (a segment is deleted once all its records are): the cause may be
-        fixed since; refused again, they are set aside again."""
+        """Journal the set-aside records again: the cause may be fixed since; refused again, they are set aside
+        again (a record journaled twice is stored once: event ids)."""
         retried = 0
-        for segment in self.set_aside.with_data():
-            for record in self.set_aside.read(segment):
-                try:
-                    table = from_ipc(record.payload)
-                except (pa.ArrowException, OSError) as exc:  # a whole record with a good CRC: not expected
-                    log.error("ingest journal: a set-aside record of %s is unreadable (%s); left there", segment, exc)
-                    return
-                if not self.spool.append(record.payload):
-                    log.error(
-                        "ingest journal %s: no room to retry the set-aside records of %s now; left there for the "
-                        "next start",
-                        self.directory,
-                        segment,
-                    )
-                    return  # a record journaled twice is stored once (event ids)
-                with self._cond:
-                    self._queued(self.spool.active, table)
-                retried += table.num_rows
-            self.set_aside.remove(segment)
+        for payload in move_records(self.set_aside, self.spool):
+            try:
+                table = from_ipc(payload)
+            except (pa.ArrowException, OSError) as exc:  # a whole record with a good CRC: not expected
+                log.error("ingest journal: a set-aside record is unreadable (%s); skipped", exc)
+                continue
+            with self._cond:
+                self._queued(self.spool.active, table)
+            retried += table.num_rows
         if retried:
             log.warning("ingest journal %s: retrying %d rows set aside by a previous run", self.directory, retried)
 
@@ -281,10 +268,11 @@ class IngestJournal:
             except Exception as exc:
                 journal_inserts.labels(self.table_name, "failed").inc()
                 # a group is retried a record at a time; a record alone that the store refuses for what it holds
-                # is counted (it stays first in the queue), and set aside once refused so SET_ASIDE_AFTER times
+                # is counted (it stays first in the queue), and once refused so SET_ASIDE_AFTER times its rows are
+                # inserted around the ones refused, which are set aside
                 refusals = refusals + 1 if len(group) == 1 and refused_for_its_data(exc) else 0
                 alone = True
-                if refusals >= SET_ASIDE_AFTER and self._put_aside(group[0], exc):
+                if refusals >= SET_ASIDE_AFTER and self._insert_around(group[0], exc):
                     backoff, alone, refusals = 0.0, False, 0
                     continue
                 backoff = min(MAX_BACKOFF_S, max(0.1, backoff * 2))
@@ -302,33 +290,49 @@ class IngestJournal:
             journal_inserts.labels(self.table_name, "ok").inc()
             self._inserted(group, rows)
 
-    def _put_aside(self, entry: tuple[Path, pa.Table, float], exc: Exception) -> bool:
-        """Move a record the store keeps refusing for what it holds to the set-aside spool (False when that spool
-        has no room: the record then stays first in the journal)."""
+    def _insert_around(self, entry: tuple[Path, pa.Table, float], exc: Exception) -> bool:
+        """Insert a record the store keeps refusing for what it holds around its refused rows, which are set aside
+        (``sinks.store.write_around_refusals``); False when that fails (the record then stays first)."""
         table = entry[1]
-        if not self.set_aside.append(to_ipc(table)):
+        refusal = _first_line(exc)
+
+        def insert(part: pa.Table) -> None:
+            with store_lock:
+                self.client.insert_arrow(self.table_name, part, settings=COALESCED_INSERT)
+
+        def put_aside(part: pa.Table) -> bool:
+            if not self.set_aside.append(to_ipc(part)):
+                log.error(
+                    "%d journaled rows refused by the store (%s) cannot be set aside (%s is full or its disk "
+                    "fails); their record stays first in the journal",
+                    part.num_rows,
+                    refusal,
+                    self.set_aside.directory,
+                )
+                return False
+            journal_set_aside_rows.labels(self.table_name).inc(part.num_rows)
+            self._gauge_set_aside.set(self.set_aside.bytes)
             log.error(
-                "%d journaled rows refused by the store (%s) cannot be set aside (%s is full or its disk fails); "
-                "they stay first in the journal",
+                "inserting %d of %d journaled rows into %s was refused %d times for what they hold (%s): set aside "
+                "in %s, the other rows are inserted. Fix what the message names (`driftwarden migrate`, a column "
+                "or constraint changed by hand) and restart: set-aside rows are retried at every start",
+                part.num_rows,
                 table.num_rows,
-                _first_line(exc),
+                self.table_name,
+                SET_ASIDE_AFTER,
+                refusal,
                 self.set_aside.directory,
             )
+            return True
+
+        try:
+            done = write_around_refusals(table, insert, put_aside)
+        except Exception as failure:
+            log.error("inserting a refused record's rows one part at a time failed (%s)", _first_line(failure))
             return False
-        journal_set_aside_rows.labels(self.table_name).inc(table.num_rows)
-        self._gauge_set_aside.set(self.set_aside.bytes)
-        log.error(
-            "inserting %d journaled rows into %s was refused %d times for what they hold (%s): set aside in %s, the "
-            "rows behind them go on. Fix what the message names (`driftwarden migrate`, a column or constraint "
-            "changed by hand) and restart: set-aside rows are retried at every start",
-            table.num_rows,
-            self.table_name,
-            SET_ASIDE_AFTER,
-            _first_line(exc),
-            self.set_aside.directory,
-        )
-        self._inserted([entry], table.num_rows)
-        return True
+        if done:
+            self._inserted([entry], table.num_rows)
+        return done
 
     def _next_group(self, backoff: float, alone: bool = False) -> list[tuple[Path, pa.Table, float]] | None:
         """Tables of one schema to insert together, once the oldest waited ``linger_s`` or enough rows wait (only

@@ -58,6 +58,19 @@ events_dropped = Counter(
     ["model", "reason"],
     registry=REGISTRY,
 )
+events_set_aside = Counter(
+    "driftwarden_collector_events_set_aside",
+    "Events of spooled batches the store refused for what they hold, set aside in <spool>/set-aside (retried at "
+    "the next start)",
+    ["model"],
+    registry=REGISTRY,
+)
+set_aside_bytes = Gauge(
+    "driftwarden_collector_set_aside_bytes",
+    "Bytes of batches set aside in <spool>/set-aside (they go back into the spool at the next start)",
+    ["model"],
+    registry=REGISTRY,
+)
 spool_bytes = Gauge(
     "driftwarden_collector_spool_bytes",
     "Bytes of batches waiting in the on-disk spool",

@@ -44,6 +44,11 @@ _HEADER = struct.Struct("<4sII")
 _SEGMENT = re.compile(r"^segment-(\d{12})\.spool$")
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
+SET_ASIDE = "set-aside"
+"""The spool, inside a spool's (or the ingest journal's) directory, of the rows the store refused for what they hold
+(``sinks.store.refused_for_its_data``) ``SET_ASIDE_AFTER`` times in a row, so that the others go on; they are moved
+back (:func:`move_records`) at the next start."""
+SET_ASIDE_AFTER = 3
 
 
 @dataclass(frozen=True)
@@ -232,6 +237,19 @@ class Spool:
     def _seq(path: Path) -> int:
         match = _SEGMENT.match(path.name)
         return int(match.group(1)) if match else 0
+
+
+def move_records(source: Spool, target: Spool) -> Iterator[bytes]:
+    """Append every record of ``source`` to ``target`` (each ``fsync``'d), oldest first, yielding each payload once it
+    is appended; a segment of ``source`` is deleted once all its records are. Stops when ``target`` refuses one (full,
+    or its disk fails): the rest stays in ``source``, and records of that segment already moved are in both."""
+    for segment in source.with_data():
+        for record in source.read(segment):
+            if not target.append(record.payload):
+                log.error("no room in %s for the records of %s now; they stay there", target.directory, segment)
+                return
+            yield record.payload
+        source.remove(segment)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -24,6 +24,12 @@ Path of an event:
 4. The replayer thread writes spooled batches to the sink, oldest first, with
    exponential backoff while it fails, and deletes each segment once written. At
    start it replays what a previous run left in the same spool directory.
+5. A spooled batch the store refuses for what it holds (a column the table no longer
+   has, a value it cannot convert: ``sinks.store.refused_for_its_data``) ``SET_ASIDE_AFTER``
+   times in a row is written in halves around the refused events
+   (``sinks.store.write_around_refusals``), which are *set aside* to ``<spool>/set-aside``
+   (fsync'd); the batches behind it go on. Set-aside events go back into the spool at the
+   next start.
 
 Exactly-once in the store: every event carries its ``event_id``; ``inferences`` is a
 ReplacingMergeTree on it and identical re-sent blocks are dropped by insert
@@ -54,7 +60,16 @@ from driftwarden.collector import metrics
 from driftwarden.collector.arrow import from_ipc, to_ipc, to_table
 from driftwarden.collector.event import Event
 from driftwarden.collector.sinks import RejectedBatch
-from driftwarden.collector.spool import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, Spool
+from driftwarden.collector.sinks.store import refused_for_its_data, write_around_refusals
+from driftwarden.collector.spool import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_SEGMENT_BYTES,
+    SET_ASIDE,
+    SET_ASIDE_AFTER,
+    Spool,
+    SpoolError,
+    move_records,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +100,7 @@ class WriterStats:
     written: int = 0  # events written to the sink, directly or replayed
     spooled: int = 0  # events appended to the spool
     replayed: int = 0  # events written to the sink from the spool
+    set_aside: int = 0  # events of spooled batches the store refused for what they hold, kept in <spool>/set-aside
     dropped: dict[str, int] = field(default_factory=dict)  # by reason
     buffered: int = 0  # events in memory now
     spool_bytes: int = 0
@@ -137,6 +153,9 @@ class Writer:
         self._exported = 0  # of those, events whose batch the flusher has finished; guarded by _lock
         self.on_release: Callable[[list[int]], None] | None = None  # e.g. collector.journal.Journal.release
         self._sink_healthy = True
+        self._last_sink_error: Exception | None = None  # of the last failed write (flusher: spool empty; replayer: not)
+        self._refusals: tuple[tuple | None, int] = (None, 0)  # spool position of a batch refused for its data, times
+        self._set_aside: Spool | None = None  # <spool>/set-aside, opened when it exists or is needed
         sink_name = sink.name if sink is not None else "none"
         # Children resolved once: labels() costs a dict lookup and a lock per call.
         self._m_captured = metrics.events_captured.labels(model)
@@ -146,6 +165,7 @@ class Writer:
         self._m_sink_duration = metrics.sink_write_duration.labels(model, sink_name)
         self._m_sink_errors = metrics.sink_errors.labels(model, sink_name)
         self._m_batch = metrics.batch_size.labels(model)
+        self._m_set_aside_bytes = metrics.set_aside_bytes.labels(model)
         self._update_spool_gauges()
 
     # -- the inference path --------------------------------------------------------------------
@@ -213,6 +233,7 @@ class Writer:
         """Start the flusher and the replayer threads (the replayer first replays a previous run's spool)."""
         if self._flusher is not None:
             return self
+        self._retry_set_aside()
         self._flusher = threading.Thread(target=self._flush_loop, name=f"dw-writer-{self.model}", daemon=True)
         self._flusher.start()
         if self.spool is not None and self.sink is not None:
@@ -253,6 +274,8 @@ class Writer:
         if self.spool is not None:
             self.spool.close()
             self._update_spool_gauges()
+        if self._set_aside is not None:
+            self._set_aside.close()
         return self.stats()
 
     def __enter__(self) -> Writer:
@@ -273,6 +296,7 @@ class Writer:
             written=c.get("written_direct", 0) + c.get("replayed", 0),
             spooled=c.get("spooled", 0),
             replayed=c.get("replayed", 0),
+            set_aside=c.get("set_aside", 0),
             dropped=dropped,
             buffered=buffered,
             spool_bytes=self.spool.bytes if self.spool is not None else 0,
@@ -402,6 +426,7 @@ class Writer:
             metrics.events_dropped.labels(self.model, "rejected").inc(table.num_rows)
             return None
         except Exception as exc:
+            self._last_sink_error = exc
             self._count("sink_errors", 1)
             self._m_sink_errors.inc()
             if self._sink_healthy:
@@ -474,7 +499,8 @@ class Writer:
                 continue
             written = self._write_to_sink(table)
             if written is False:
-                return progressed, True, (segment, offset)
+                if not (self._refused_again((segment, offset)) and self._write_around(table)):
+                    return progressed, True, (segment, offset)
             if written:
                 self._count("replayed", table.num_rows)
                 self._m_written.inc(table.num_rows)
@@ -485,6 +511,77 @@ class Writer:
         if self.spool.empty() and not self._sink_healthy:
             self._sink_healthy = True
         return True, False, None
+
+    # -- setting aside ---------------------------------------------------------------------------
+
+    def _refused_again(self, where: tuple) -> bool:
+        """Whether the spooled batch at ``where`` was just refused for what it holds, ``SET_ASIDE_AFTER`` times in a
+        row (a store that is away, full or missing the table never counts)."""
+        if not refused_for_its_data(self._last_sink_error):
+            self._refusals = (None, 0)
+            return False
+        times = self._refusals[1] + 1 if self._refusals[0] == where else 1
+        self._refusals = (where, times)
+        return times >= SET_ASIDE_AFTER
+
+    def _write_around(self, table: pa.Table) -> bool:
+        """Write a spooled batch the store keeps refusing for what it holds around its refused events, which are set
+        aside (``sinks.store.write_around_refusals``); False when that fails (the batch then stays first)."""
+        assert self.sink is not None and self.spool is not None
+        refusal = _one_line(self._last_sink_error) if self._last_sink_error is not None else ""
+
+        def write(part: pa.Table) -> None:
+            self.sink.write(part)  # type: ignore[union-attr]
+            self._count("replayed", part.num_rows)
+            self._m_written.inc(part.num_rows)
+
+        def put_aside(part: pa.Table) -> bool:
+            try:
+                if self._set_aside is None:
+                    self._set_aside = Spool(self.spool.directory / SET_ASIDE, max_bytes=self.spool.max_bytes)
+                kept = self._set_aside.append(to_ipc(part))
+            except SpoolError as exc:
+                log.error("cannot set aside events the store refuses: %s; their batch stays first in the spool", exc)
+                return False
+            if not kept:
+                log.error(
+                    "no room in %s: a batch the store refuses stays first in the spool", self._set_aside.directory
+                )
+                return False
+            self._count("set_aside", part.num_rows)
+            metrics.events_set_aside.labels(self.model).inc(part.num_rows)
+            self._m_set_aside_bytes.set(self._set_aside.bytes)
+            log.error(
+                "the store refused %d of %d spooled events of model %s %d times for what they hold (%s): set aside "
+                "in %s, the other events are written. Fix what the message names (`driftwarden migrate`, a column "
+                "or constraint changed by hand) and restart: set-aside events go back into the spool at every start",
+                part.num_rows,
+                table.num_rows,
+                self.model,
+                SET_ASIDE_AFTER,
+                refusal,
+                self._set_aside.directory,
+            )
+            return True
+
+        try:
+            done = write_around_refusals(table, write, put_aside)
+        except Exception as exc:
+            self._last_sink_error = exc
+            return False
+        self._refusals = (None, 0)
+        return done
+
+    def _retry_set_aside(self) -> None:
+        """Move the batches a previous run set aside back into the spool: the cause may be fixed since."""
+        if self.spool is None or not (self.spool.directory / SET_ASIDE).is_dir():
+            return
+        self._set_aside = Spool(self.spool.directory / SET_ASIDE, max_bytes=self.spool.max_bytes)
+        moved = sum(1 for _ in move_records(self._set_aside, self.spool))
+        if moved:
+            log.warning("retrying %d set-aside batches of model %s (a previous run set them aside)", moved, self.model)
+        self._m_set_aside_bytes.set(self._set_aside.bytes)
+        self._update_spool_gauges()
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -13,8 +14,10 @@ import uuid
 import pytest
 
 from driftwarden.collector import metrics
+from driftwarden.collector.arrow import to_table
 from driftwarden.collector.event import Event
-from driftwarden.collector.sinks.store import StoreSink
+from driftwarden.collector.sinks.store import StoreSink, write_around_refusals
+from driftwarden.collector.spool import SET_ASIDE, Spool
 from driftwarden.collector.writer import open_writer
 from tests.hub_process import ROOT, Hub, free_port, query_store, wait_for
 
@@ -145,6 +148,76 @@ def test_an_event_that_does_not_fit_the_schema_is_dropped_alone(store, store_url
     assert stats.dropped == {"encode_error": 1}
     assert _dropped("mixed", "encode_error") - before == 1
     assert _count(store, "mixed") == (8, 8)
+
+
+def test_rows_are_written_around_the_ones_the_store_refuses_in_few_writes(store):
+    """``write_around_refusals`` on the real store: among 1,000 rows, the 2 a constraint refuses are the only ones set
+    aside, in 2 log2(1000) writes or fewer per bad row; rows all refused cost the write budget and are set aside
+    whole; a store that goes away meanwhile is raised, not set aside."""
+    store.command("ALTER TABLE inferences ADD CONSTRAINT counted CHECK num_values[1] >= 0")
+    events = _events(1000, model="around")
+    for bad in (123, 777):
+        events[bad].num_values = [-1.0]
+    table = to_table(events)
+    writes, aside = [], []
+
+    def write(part):
+        writes.append(part.num_rows)
+        store.insert_arrow("inferences", part)
+
+    def put_aside(part):
+        aside.append(part)
+        return True
+
+    assert write_around_refusals(table, write, put_aside)
+    assert [t.column("event_id").to_pylist() for t in aside] == [
+        [events[123].event_id.bytes, events[777].event_id.bytes]
+    ]
+    assert _count(store, "around") == (998, 998)
+    assert len(writes) <= 2 * 2 * math.ceil(math.log2(1000))
+
+    writes.clear()
+    aside.clear()
+    refused = to_table([Event(model="around", event_id=uuid.UUID(int=5000 + i), num_names=["i"], num_values=[-1.0])
+                        for i in range(500)])  # fmt: skip
+    assert write_around_refusals(refused, write, put_aside, max_writes=16)
+    assert len(writes) == 16 and aside == [refused], "all refused: set aside whole, in order, after the budget"
+
+    store.command("RENAME TABLE inferences TO away")  # the store's state, not the rows': raised to the caller
+    try:
+        with pytest.raises(Exception, match="UNKNOWN_TABLE"):
+            write_around_refusals(table, write, put_aside)
+    finally:
+        store.command("RENAME TABLE away TO inferences")
+
+
+@pytest.mark.timeout(120)
+def test_an_event_the_store_refuses_for_what_it_holds_is_set_aside_the_rest_written_and_retried_at_next_start(
+    store, store_url, tmp_path
+):
+    """A constraint added to the table refuses one event (ClickHouse: VIOLATED_CONSTRAINT), so its batch: spooled,
+    refused three times, the batch is written around the event, which is set aside; after the fix a restart writes
+    it."""
+    store.command("ALTER TABLE inferences ADD CONSTRAINT counted CHECK num_values[1] >= 0")
+    events = _events(40, model="aside")
+    events[15].num_values = [-1.0]  # in the second batch of ten
+    spool = tmp_path / "spool"
+    writer = open_writer(model="aside", store=store_url, spool_dir=spool, batch_events=10).start()
+    for event in events:
+        writer.submit(event)
+    assert wait_for(lambda: writer.stats().set_aside == 1 and writer.stats().spool_bytes == 0, timeout=60)
+    stats = writer.close()
+    assert _count(store, "aside") == (39, 39), "only the refused event is held back"
+    assert stats.dropped == {} and stats.acknowledged == 40
+    assert metrics.REGISTRY.get_sample_value("driftwarden_collector_set_aside_bytes", {"model": "aside"}) > 0
+    assert list((spool / SET_ASIDE).glob("segment-*.spool")), "the refused batch is kept on disk"
+
+    store.command("ALTER TABLE inferences DROP CONSTRAINT counted")  # the cause fixed
+    restarted = open_writer(model="aside", store=store_url, spool_dir=spool, batch_events=10).start()
+    assert wait_for(lambda: _count(store, "aside") == (40, 40), timeout=30), "moved back into the spool, written"
+    restarted.close()
+    assert metrics.REGISTRY.get_sample_value("driftwarden_collector_set_aside_bytes", {"model": "aside"}) == 0
+    assert Spool(spool / SET_ASIDE).empty()
 
 
 @pytest.mark.timeout(120)

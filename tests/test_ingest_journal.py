@@ -22,10 +22,10 @@ from driftwarden import storage
 from driftwarden.collector.arrow import from_ipc
 from driftwarden.collector.genai_config import GenAIConfig
 from driftwarden.collector.hub_app import close_ingest, create_app
-from driftwarden.collector.ingest_journal import SET_ASIDE, SET_ASIDE_AFTER, IngestJournal, journal_directory
+from driftwarden.collector.ingest_journal import IngestJournal, journal_directory
 from driftwarden.collector.metrics import REGISTRY
 from driftwarden.collector.receivers.otlp import GenAIIngest, decode_protobuf
-from driftwarden.collector.spool import Spool
+from driftwarden.collector.spool import SET_ASIDE, SET_ASIDE_AFTER, Spool
 from tests.collector_harness import module_store_url
 from tests.hub_process import Hub, query_store, wait_for
 from tests.test_otlp import Served, export_request, genai_span, post, samples
@@ -165,12 +165,14 @@ def test_records_the_store_refuses_for_what_they_hold_are_set_aside_the_rest_ins
     client.command("ALTER TABLE refusing ADD CONSTRAINT timed CHECK latency_ms >= 0")
     mapper = GenAIIngest().mapper
     good = [_spans_table(mapper, n * 100, "set-aside") for n in (0, 3, 4)]
-    # journaled before schema changes: a column the table no longer has (NO_SUCH_COLUMN_IN_TABLE), and rows of
-    # the same columns as the others that a constraint added since refuses (VIOLATED_CONSTRAINT)
+    # journaled before schema changes: a column the table no longer has (NO_SUCH_COLUMN_IN_TABLE: every row), and
+    # among rows of the same columns as the others one that a constraint added since refuses (VIOLATED_CONSTRAINT)
     stale = _spans_table(mapper, 100, "set-aside").append_column("retired", pa.array(["x"] * 100))
     untimed = _spans_table(mapper, 200, "set-aside")
+    latency = untimed.column("latency_ms").to_pylist()
+    latency[37] = -1.0
     untimed = untimed.set_column(
-        untimed.schema.get_field_index("latency_ms"), "latency_ms", pa.array([-1.0] * 100, pa.float64())
+        untimed.schema.get_field_index("latency_ms"), "latency_ms", pa.array(latency, pa.float64())
     )
     assert untimed.schema.equals(good[0].schema)  # inserted in one group with the good ones, at first
     set_aside_before = metric("driftwarden_ingest_journal_set_aside_rows_total", table="refusing")
@@ -180,13 +182,13 @@ def test_records_the_store_refuses_for_what_they_hold_are_set_aside_the_rest_ins
         for table in (good[0], stale, untimed, good[1], good[2]):
             journal.append(table)
         assert journal.wait_empty(60), "the records behind the refused ones are not held back"
-        assert stored(client, "set-aside", "refusing") == (300, 300)
-        assert metric("driftwarden_ingest_journal_set_aside_rows_total", table="refusing") == set_aside_before + 200
+        assert stored(client, "set-aside", "refusing") == (399, 399), "all but the refused rows are inserted"
+        assert metric("driftwarden_ingest_journal_set_aside_rows_total", table="refusing") == set_aside_before + 101
         assert metric("driftwarden_ingest_journal_set_aside_bytes", table="refusing") > 0
     finally:
         journal.close()
-    kept = _set_aside_rows(directory)
-    assert sorted(kept, key=lambda t: t.num_columns) == [untimed, stale], "the refused records are kept whole"
+    kept = sorted(_set_aside_rows(directory), key=lambda t: t.num_columns)
+    assert kept == [untimed.slice(37, 1), stale], "the refused rows are kept whole, and only they"
     assert not list(directory.glob("segment-*.spool")), "the journal itself is empty"
 
     client.command("ALTER TABLE refusing ADD COLUMN retired String")  # the causes fixed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 
 import pyarrow as pa
 
@@ -40,7 +41,44 @@ DATA_ERRORS = frozenset(
 _ERROR_CODE = re.compile(r"\bCode: (\d+)\.")
 
 
-def refused_for_its_data(exc: BaseException) -> bool:
+def write_around_refusals(
+    table: pa.Table,
+    write: Callable[[pa.Table], None],
+    set_aside: Callable[[pa.Table], bool],
+    max_writes: int = 64,
+) -> bool:
+    """Write ``table``, which the store refused as a whole for what it holds, around the rows it refuses: in halves
+    with ``write``, depth first, splitting each refused half again down to single rows, for at most ``max_writes``
+    writes; then the refused rows (single ones, or the pieces the budget left unsplit), in their order, go to
+    ``set_aside`` as one table, which returns whether it kept them. One bad row among 50,000 costs 32 writes; rows
+    that are all refused (a column the table no longer has) cost ``max_writes`` failed writes. A write that fails for
+    another reason (the store went away) raises: the caller retries the whole table later, and the rows written twice
+    are stored once (event ids)."""
+    refused: list[pa.Table] = []
+    budget = [max_writes]
+
+    def around(piece: pa.Table) -> None:
+        if piece.num_rows == 1 or budget[0] < 1:
+            refused.append(piece)
+            return
+        half = piece.num_rows // 2
+        for part in (piece.slice(0, half), piece.slice(half)):
+            if budget[0] < 1:
+                refused.append(part)
+                continue
+            budget[0] -= 1
+            try:
+                write(part)
+            except Exception as exc:
+                if not refused_for_its_data(exc):
+                    raise
+                around(part)
+
+    around(table)
+    return set_aside(pa.concat_tables(refused)) if refused else True
+
+
+def refused_for_its_data(exc: BaseException | None) -> bool:
     """Whether the store refused an insert for what its rows hold (a column the table does not have, a value it
     cannot parse or convert: :data:`DATA_ERRORS`), as the ClickHouse message in ``exc`` says, embedded or server."""
     found = _ERROR_CODE.search(str(exc))
