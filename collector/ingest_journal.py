@@ -46,7 +46,7 @@ from driftwarden.collector.arrow import from_ipc, to_ipc
 from driftwarden.collector.genai_config import JOURNAL_MAX_BYTES
 from driftwarden.collector.ingest import COALESCED_INSERT, store_lock
 from driftwarden.collector.metrics import REGISTRY
-from driftwarden.collector.sinks.store import refused_for_its_data, write_around_refusals
+from driftwarden.collector.sinks.store import refused_for_its_data, set_aside_message, write_around_refusals
 from driftwarden.collector.spool import SET_ASIDE, SET_ASIDE_AFTER, Spool, SpoolError, move_records
 
 log = logging.getLogger(__name__)
@@ -312,17 +312,8 @@ class IngestJournal:
                 return False
             journal_set_aside_rows.labels(self.table_name).inc(part.num_rows)
             self._gauge_set_aside.set(self.set_aside.bytes)
-            log.error(
-                "inserting %d of %d journaled rows into %s was refused %d times for what they hold (%s): set aside "
-                "in %s, the other rows are inserted. Fix what the message names (`driftwarden migrate`, a column "
-                "or constraint changed by hand) and restart: set-aside rows are retried at every start",
-                part.num_rows,
-                table.num_rows,
-                self.table_name,
-                SET_ASIDE_AFTER,
-                refusal,
-                self.set_aside.directory,
-            )
+            what = f"journaled rows of {self.table_name}"
+            log.error(set_aside_message(part.num_rows, table.num_rows, what, refusal, self.set_aside.directory))
             return True
 
         try:

@@ -60,7 +60,7 @@ from driftwarden.collector import metrics
 from driftwarden.collector.arrow import from_ipc, to_ipc, to_table
 from driftwarden.collector.event import Event
 from driftwarden.collector.sinks import RejectedBatch
-from driftwarden.collector.sinks.store import refused_for_its_data, write_around_refusals
+from driftwarden.collector.sinks.store import refused_for_its_data, set_aside_message, write_around_refusals
 from driftwarden.collector.spool import (
     DEFAULT_MAX_BYTES,
     DEFAULT_SEGMENT_BYTES,
@@ -551,17 +551,8 @@ class Writer:
             self._count("set_aside", part.num_rows)
             metrics.events_set_aside.labels(self.model).inc(part.num_rows)
             self._m_set_aside_bytes.set(self._set_aside.bytes)
-            log.error(
-                "the store refused %d of %d spooled events of model %s %d times for what they hold (%s): set aside "
-                "in %s, the other events are written. Fix what the message names (`driftwarden migrate`, a column "
-                "or constraint changed by hand) and restart: set-aside events go back into the spool at every start",
-                part.num_rows,
-                table.num_rows,
-                self.model,
-                SET_ASIDE_AFTER,
-                refusal,
-                self._set_aside.directory,
-            )
+            what = f"spooled events of model {self.model}"
+            log.error(set_aside_message(part.num_rows, table.num_rows, what, refusal, self._set_aside.directory))
             return True
 
         try:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
+from driftwarden.collector.spool import SET_ASIDE_AFTER
+
 TABLE = "inferences"
 # ``optimize_on_insert`` (on by default) would run ReplacingMergeTree's merge logic over every inserted block,
 # sorting and collapsing rows by key before the part is written. A batch's event ids are unique, and FINAL
@@ -76,6 +78,15 @@ def write_around_refusals(
 
     around(table)
     return set_aside(pa.concat_tables(refused)) if refused else True
+
+
+def set_aside_message(kept: int, of: int, what: str, refusal: str, directory: object) -> str:
+    """The log line of rows set aside by :func:`write_around_refusals`: how many, why, where, and what to do."""
+    return (
+        f"the store refused {kept} of {of} {what} {SET_ASIDE_AFTER} times for what they hold ({refusal}): set aside in "
+        f"{directory}, the others are written. Fix what the message names (`driftwarden migrate`, a column or "
+        "constraint changed by hand) and restart: set-aside rows are retried at every start"
+    )
 
 
 def refused_for_its_data(exc: BaseException | None) -> bool:
