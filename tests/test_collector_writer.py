@@ -220,6 +220,40 @@ def test_an_event_the_store_refuses_for_what_it_holds_is_set_aside_the_rest_writ
     assert Spool(spool / SET_ASIDE).empty()
 
 
+@pytest.mark.timeout(240)
+def test_through_a_hub_an_event_its_store_refuses_is_set_aside_by_the_collector_and_written_after_the_fix(tmp_path):
+    """The hub answers 503 with the store's refusal (VIOLATED_CONSTRAINT), which the collector's writer reads as
+    rows refused for what they hold: it writes its batch around the refused event through the hub and sets that
+    event aside; a restart after the constraint is gone writes it."""
+    hub = Hub(tmp_path / "store").start()  # creates and migrates the hub's store
+    hub.stop()
+    query_store(hub.store_url, "ALTER TABLE inferences ADD CONSTRAINT counted CHECK num_values[1] >= 0")
+    events = _events(40, model="hub-aside")
+    events[15].num_values = [-1.0]
+    spool = tmp_path / "spool"
+    hub.start()
+    try:
+        writer = open_writer(model="hub-aside", hub=hub.url, spool_dir=spool, batch_events=10).start()
+        for event in events:
+            writer.submit(event)
+        assert wait_for(lambda: writer.stats().set_aside == 1 and writer.stats().spool_bytes == 0, timeout=60)
+        stats = writer.close()
+        assert stats.dropped == {}, "a 503 carrying the store's refusal is not a batch the hub rejected"
+    finally:
+        hub.stop()
+    count = "SELECT count(), uniqExact(event_id) FROM inferences FINAL WHERE model = 'hub-aside'"
+    assert query_store(hub.store_url, count) == [[39, 39]]
+    query_store(hub.store_url, "ALTER TABLE inferences DROP CONSTRAINT counted")
+    hub.start()
+    try:
+        restarted = open_writer(model="hub-aside", hub=hub.url, spool_dir=spool, batch_events=10).start()
+        assert wait_for(lambda: restarted.stats().replayed >= 1 and restarted.stats().spool_bytes == 0, timeout=60)
+        restarted.close()
+    finally:
+        hub.stop()
+    assert query_store(hub.store_url, count) == [[40, 40]]
+
+
 @pytest.mark.timeout(120)
 def test_every_event_arrives_exactly_once_when_the_hub_goes_down_and_comes_back(tmp_path):
     hub = Hub(tmp_path / "hub-store").start()
