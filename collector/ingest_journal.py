@@ -44,9 +44,9 @@ from prometheus_client import Counter, Gauge
 
 from driftwarden.collector.arrow import from_ipc, to_ipc
 from driftwarden.collector.genai_config import JOURNAL_MAX_BYTES
-from driftwarden.collector.ingest import COALESCED_INSERT, store_lock
+from driftwarden.collector.ingest import COALESCED_INSERT, _first_line, store_lock
 from driftwarden.collector.metrics import REGISTRY
-from driftwarden.collector.sinks.store import refused_for_its_data, set_aside_message, write_around_refusals
+from driftwarden.collector.sinks.store import keep_aside, refused_for_its_data, write_around_refusals
 from driftwarden.collector.spool import SET_ASIDE, SET_ASIDE_AFTER, Spool, SpoolError, move_records
 
 log = logging.getLogger(__name__)
@@ -301,19 +301,10 @@ class IngestJournal:
                 self.client.insert_arrow(self.table_name, part, settings=COALESCED_INSERT)
 
         def put_aside(part: pa.Table) -> bool:
-            if not self.set_aside.append(to_ipc(part)):
-                log.error(
-                    "%d journaled rows refused by the store (%s) cannot be set aside (%s is full or its disk "
-                    "fails); their record stays first in the journal",
-                    part.num_rows,
-                    refusal,
-                    self.set_aside.directory,
-                )
+            if not keep_aside(self.set_aside, part, table.num_rows, f"journaled rows of {self.table_name}", refusal):
                 return False
             journal_set_aside_rows.labels(self.table_name).inc(part.num_rows)
             self._gauge_set_aside.set(self.set_aside.bytes)
-            what = f"journaled rows of {self.table_name}"
-            log.error(set_aside_message(part.num_rows, table.num_rows, what, refusal, self.set_aside.directory))
             return True
 
         try:
@@ -393,8 +384,3 @@ class IngestJournal:
                 self.directory,
                 self._rows,
             )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

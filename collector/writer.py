@@ -60,7 +60,7 @@ from driftwarden.collector import metrics
 from driftwarden.collector.arrow import from_ipc, to_ipc, to_table
 from driftwarden.collector.event import Event
 from driftwarden.collector.sinks import RejectedBatch
-from driftwarden.collector.sinks.store import refused_for_its_data, set_aside_message, write_around_refusals
+from driftwarden.collector.sinks.store import keep_aside, refused_for_its_data, write_around_refusals
 from driftwarden.collector.spool import (
     DEFAULT_MAX_BYTES,
     DEFAULT_SEGMENT_BYTES,
@@ -539,20 +539,14 @@ class Writer:
             try:
                 if self._set_aside is None:
                     self._set_aside = Spool(self.spool.directory / SET_ASIDE, max_bytes=self.spool.max_bytes)
-                kept = self._set_aside.append(to_ipc(part))
             except SpoolError as exc:
                 log.error("cannot set aside events the store refuses: %s; their batch stays first in the spool", exc)
                 return False
-            if not kept:
-                log.error(
-                    "no room in %s: a batch the store refuses stays first in the spool", self._set_aside.directory
-                )
+            if not keep_aside(self._set_aside, part, table.num_rows, f"spooled events of model {self.model}", refusal):
                 return False
             self._count("set_aside", part.num_rows)
             metrics.events_set_aside.labels(self.model).inc(part.num_rows)
             self._m_set_aside_bytes.set(self._set_aside.bytes)
-            what = f"spooled events of model {self.model}"
-            log.error(set_aside_message(part.num_rows, table.num_rows, what, refusal, self._set_aside.directory))
             return True
 
         try:

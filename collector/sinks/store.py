@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable
 
 import pyarrow as pa
 
-from driftwarden.collector.spool import SET_ASIDE_AFTER
+from driftwarden.collector.arrow import to_ipc
+from driftwarden.collector.spool import SET_ASIDE_AFTER, Spool
+
+log = logging.getLogger(__name__)
 
 TABLE = "inferences"
 # ``optimize_on_insert`` (on by default) would run ReplacingMergeTree's merge logic over every inserted block,
@@ -57,18 +61,19 @@ def write_around_refusals(
     another reason (the store went away) raises: the caller retries the whole table later, and the rows written twice
     are stored once (event ids)."""
     refused: list[pa.Table] = []
-    budget = [max_writes]
+    budget = max_writes
 
     def around(piece: pa.Table) -> None:
-        if piece.num_rows == 1 or budget[0] < 1:
+        nonlocal budget
+        if piece.num_rows == 1 or budget < 1:
             refused.append(piece)
             return
         half = piece.num_rows // 2
         for part in (piece.slice(0, half), piece.slice(half)):
-            if budget[0] < 1:
+            if budget < 1:
                 refused.append(part)
                 continue
-            budget[0] -= 1
+            budget -= 1
             try:
                 write(part)
             except Exception as exc:
@@ -80,13 +85,30 @@ def write_around_refusals(
     return set_aside(pa.concat_tables(refused)) if refused else True
 
 
-def set_aside_message(kept: int, of: int, what: str, refusal: str, directory: object) -> str:
-    """The log line of rows set aside by :func:`write_around_refusals`: how many, why, where, and what to do."""
-    return (
-        f"the store refused {kept} of {of} {what} {SET_ASIDE_AFTER} times for what they hold ({refusal}): set aside in "
-        f"{directory}, the others are written. Fix what the message names (`driftwarden migrate`, a column or "
-        "constraint changed by hand) and restart: set-aside rows are retried at every start"
+def keep_aside(spool: Spool, part: pa.Table, of: int, what: str, refusal: str) -> bool:
+    """Append ``part`` (``fsync``'d) to the set-aside ``spool`` and log how many of ``of`` rows, why, where and what
+    to do; False (logged too) when the spool has no room or its disk fails: the rows then stay first, retried."""
+    if not spool.append(to_ipc(part)):
+        log.error(
+            "%d %s refused by the store (%s) cannot be set aside: %s is full or its disk fails; they stay first",
+            part.num_rows,
+            what,
+            refusal,
+            spool.directory,
+        )
+        return False
+    log.error(
+        "the store refused %d of %d %s %d times for what they hold (%s): set aside in %s, the others are written. "
+        "Fix what the message names (`driftwarden migrate`, a column or constraint changed by hand) and restart: "
+        "set-aside rows are retried at every start",
+        part.num_rows,
+        of,
+        what,
+        SET_ASIDE_AFTER,
+        refusal,
+        spool.directory,
     )
+    return True
 
 
 def refused_for_its_data(exc: BaseException | None) -> bool:
