@@ -274,7 +274,9 @@ def main() -> None:
             send_all(url, bodies[:2], 1)  # warm-up: first insert, imports, connections
             load_before = os.getloadavg()
             cpu0, threads0 = cpu_seconds(process.pid), cpu_by_thread(process.pid)
+            client0 = time.process_time()
             latencies, wall = send_all(url, bodies[2:], args.clients, interval)
+            client_cpu = time.process_time() - client0  # this process's: the clients, on the same cores
             behind = wait_inserted(url)  # the server's CPU counts until the last answered span is in the store
             cpu = cpu_seconds(process.pid) - cpu0
             settled = wait_idle(process.pid) - cpu0  # and, settled, until the merges of its parts are done
@@ -302,6 +304,7 @@ def main() -> None:
     )
     if not args.no_journal:
         print(f"  the last answered span was in the store {behind * 1000:.0f} ms after the last answer (journal)")
+    print(f"  the clients' own CPU (this process, same cores): {client_cpu:.2f} s")
     print(f"  request of {args.spans_per_request} spans: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
     shown = sorted(((v, k) for k, v in threads.items() if v >= 0.005), reverse=True)
     print("  server CPU by thread: " + ", ".join(f"{k} {v / measured * 1e6:.1f}" for v, k in shown) + " µs per span")

@@ -54,6 +54,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from driftwarden.collector.event import Event
+from driftwarden.names import model_name_problem
 
 HUB_ENV = "DRIFTWARDEN_HUB"
 
@@ -81,6 +82,7 @@ def configure(
     global _writer, _default_model
     from driftwarden.collector.writer import open_writer
 
+    _check_model(model)
     if writer is None:
         writer = open_writer(model=model or "python", store=store, hub=hub, spool_dir=spool_dir, **writer_options)
     writer.start()
@@ -307,6 +309,14 @@ class Captured:
         return event
 
 
+def _check_model(model: str | None) -> None:
+    """ValueError naming why ``model`` is refused (``driftwarden.names``): raised where the name is given, rather
+    than its events refused later by a hub."""
+    problem = None if model is None else model_name_problem(model)
+    if problem:
+        raise ValueError(f"model name {model!r} is refused: {problem}")
+
+
 class Capture:
     """One capture specification: a context manager (one inference) and a decorator (every call)."""
 
@@ -319,6 +329,7 @@ class Capture:
         tenant: str = "",
         endpoint: str = "",
     ) -> None:
+        _check_model(model)
         self.model = model
         self.features = features
         self.model_version = model_version

@@ -414,22 +414,34 @@ class Writer:
             self._export(good)
 
     def _write_to_sink(self, table: pa.Table) -> bool | None:
-        """Write one batch: True when written, False when it failed (retry later), None when the
-        sink rejected it for good (it is then counted as dropped)."""
+        """Write one batch: True when written, False when it failed (retry later; a batch the sink refused for what
+        it holds too: refused again, it is written around the events refused, see :meth:`_write_around`), None
+        when the sink refused it and there is no spool to keep it (it is then counted as dropped)."""
         assert self.sink is not None
         started = time.perf_counter()
         try:
             self.sink.write(table)
-        except RejectedBatch as exc:
-            log.error("the sink refused a batch of %d events, dropping it: %s", table.num_rows, exc)
-            self._count("dropped_rejected", table.num_rows)
-            metrics.events_dropped.labels(self.model, "rejected").inc(table.num_rows)
-            return None
         except Exception as exc:
+            if isinstance(exc, RejectedBatch) and self.spool is None:  # with a spool: set aside (_write_around)
+                log.error(
+                    "the sink refused a batch of %d events and there is no spool, dropping it: %s", table.num_rows, exc
+                )
+                self._count("dropped_rejected", table.num_rows)
+                metrics.events_dropped.labels(self.model, "rejected").inc(table.num_rows)
+                return None
             self._last_sink_error = exc
             self._count("sink_errors", 1)
             self._m_sink_errors.inc()
-            if self._sink_healthy:
+            if self._sink_healthy and refused_for_its_data(exc):
+                log.warning(
+                    "the %s refused a batch of %d events for what it holds, spooling it (refused %d times in a row, "
+                    "it is written around the events refused, which are set aside): %s",
+                    self.sink.name,
+                    table.num_rows,
+                    SET_ASIDE_AFTER,
+                    _one_line(exc),
+                )
+            elif self._sink_healthy:
                 log.warning("the %s sink failed, spooling until it is back: %s", self.sink.name, _one_line(exc))
             self._sink_healthy = False
             return False
@@ -515,8 +527,9 @@ class Writer:
     # -- setting aside ---------------------------------------------------------------------------
 
     def _refused_again(self, where: tuple) -> bool:
-        """Whether the spooled batch at ``where`` was just refused for what it holds, ``SET_ASIDE_AFTER`` times in a
-        row (a store that is away, full or missing the table never counts)."""
+        """Whether the spooled batch at ``where`` was just refused for what it holds (by the store, or by a hub:
+        ``RejectedBatch``), ``SET_ASIDE_AFTER`` times in a row (a store that is away, full or missing the table, a
+        hub that is away or refuses the token, never counts)."""
         if not refused_for_its_data(self._last_sink_error):
             self._refusals = (None, 0)
             return False
@@ -525,8 +538,9 @@ class Writer:
         return times >= SET_ASIDE_AFTER
 
     def _write_around(self, table: pa.Table) -> bool:
-        """Write a spooled batch the store keeps refusing for what it holds around its refused events, which are set
-        aside (``sinks.store.write_around_refusals``); False when that fails (the batch then stays first)."""
+        """Write a spooled batch the sink (the store, or a hub) keeps refusing for what it holds around its refused
+        events, which are set aside (``sinks.store.write_around_refusals``); False when that fails (the batch then
+        stays first)."""
         assert self.sink is not None and self.spool is not None
         refusal = _one_line(self._last_sink_error) if self._last_sink_error is not None else ""
 
@@ -542,7 +556,8 @@ class Writer:
             except SpoolError as exc:
                 log.error("cannot set aside events the store refuses: %s; their batch stays first in the spool", exc)
                 return False
-            if not keep_aside(self._set_aside, part, table.num_rows, f"spooled events of model {self.model}", refusal):
+            what = f"spooled events of model {self.model}"
+            if not keep_aside(self._set_aside, part, table.num_rows, what, refusal, by=self.sink.name):  # type: ignore[union-attr]
                 return False
             self._count("set_aside", part.num_rows)
             metrics.events_set_aside.labels(self.model).inc(part.num_rows)

@@ -149,6 +149,15 @@ def test_a_capture_without_a_model_name_says_how_to_give_one():
             pass
 
 
+def test_a_model_name_the_store_refuses_is_refused_where_it_is_given():
+    """The names a hub refuses (``driftwarden.names``) fail at once with the reason, not later at the hub."""
+    with pytest.raises(ValueError, match=r"model name 'a/../b' is refused: .*'\.\.' between slashes"):
+        capture(model="a/../b")
+    with pytest.raises(ValueError, match=r"model name ' ' is refused: a model name must not be empty"):
+        capture.configure(model=" ", writer=object())
+    capture(model="org/bikes:v2")  # a valid name
+
+
 def test_importing_collector_does_not_import_the_capture_machinery():
     code = (
         "import sys, collector\n"

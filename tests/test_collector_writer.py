@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from driftwarden.collector import metrics
-from driftwarden.collector.arrow import to_table
+from driftwarden.collector.arrow import from_ipc, to_table
 from driftwarden.collector.event import Event
 from driftwarden.collector.sinks.store import StoreSink, write_around_refusals
 from driftwarden.collector.spool import SET_ASIDE, Spool
@@ -252,6 +252,38 @@ def test_through_a_hub_an_event_its_store_refuses_is_set_aside_by_the_collector_
     finally:
         hub.stop()
     assert query_store(hub.store_url, count) == [[40, 40]]
+
+
+@pytest.mark.timeout(240)
+def test_a_batch_the_hub_refuses_is_written_around_the_event_it_refuses_which_is_set_aside_not_dropped(tmp_path):
+    """The hub answers 422 to a batch holding one event whose model name it refuses (``driftwarden.names``): the
+    collector's writer spools the batch and, refused three times, writes it through the hub around that event,
+    which is set aside on disk; nothing is dropped. Without a spool the refused batch is dropped, and counted."""
+    hub = Hub(tmp_path / "store").start()
+    events = _events(40, model="hub-refused")
+    events[15].model = "a/../b"  # '..' between slashes: refused by the hub's checks
+    spool = tmp_path / "spool"
+    try:
+        writer = open_writer(model="hub-refused", hub=hub.url, spool_dir=spool, batch_events=10).start()
+        for event in events:
+            writer.submit(event)
+        assert wait_for(lambda: writer.stats().set_aside == 1 and writer.stats().spool_bytes == 0, timeout=60)
+        stats = writer.close()
+
+        unspooled = open_writer(model="hub-dropped", hub=hub.url, batch_events=10).start()
+        for event in _events(10, model="a/../b", first=100):
+            unspooled.submit(event)
+        dropped = unspooled.close().dropped
+    finally:
+        hub.stop()
+    assert stats.dropped == {} and stats.acknowledged == 40
+    count = "SELECT count(), uniqExact(event_id) FROM inferences FINAL WHERE model = 'hub-refused'"
+    assert query_store(hub.store_url, count) == [[39, 39]], "the refused event's batch-mates are stored"
+    aside = Spool(spool / SET_ASIDE)
+    kept = [from_ipc(record.payload) for record in aside.read(aside.oldest())]
+    assert [table.column("model").to_pylist() for table in kept] == [["a/../b"]]
+    assert kept[0].column("event_id").to_pylist() == [events[15].event_id.bytes]
+    assert dropped == {"rejected": 10}, "without a spool there is nowhere to keep it"
 
 
 @pytest.mark.timeout(120)

@@ -2,8 +2,10 @@
 
 A sink has ``name`` (the ``sink`` label of the metrics), ``write(table)`` which
 raises on failure (the writer then spools the batch) and ``close()``. A sink
-raises :class:`RejectedBatch` when retrying cannot help (the destination refused
-the batch itself); the writer drops such a batch instead of spooling it forever.
+raises :class:`RejectedBatch` when the destination refused the batch for what it holds
+(sending it unchanged would fail again): the writer spools it like any failed batch and,
+refused again, writes it around the events refused, which it sets aside on disk
+(``sinks.store.write_around_refusals``); only a writer without a spool drops it.
 """
 
 from __future__ import annotations

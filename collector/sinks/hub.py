@@ -21,15 +21,17 @@ def ingest_headers() -> dict[str, str]:
     return {"authorization": f"Bearer {token}"} if token else {}
 
 
-# Answers about the batch itself, which sending it again cannot change. Other errors (404 of a
-# wrong hub URL, 401/403, 5xx, timeouts) are retried through the spool: fixing the cause delivers.
+# Answers about the batch itself, which sending it unchanged cannot change: the writer writes it around the events
+# the hub refuses and sets those aside. Other errors (404 of a wrong hub URL, 401/403, 5xx, timeouts) are retried
+# through the spool: fixing the cause delivers.
 _REFUSED_CONTENT = (400, 413, 415, 422)
 
 
 class HubSink:
     """POSTs batches to ``{hub}/v1/events``. A 400, 413, 415 or 422 means the hub refused the batch's
-    content and raises :class:`RejectedBatch`; any other failure raises ``OSError`` (or httpx's
-    error) and the writer retries through the spool. Thread-safe (httpx clients are)."""
+    content and raises :class:`RejectedBatch` (the writer sets aside the events refused, see
+    ``collector.sinks``); any other failure raises ``OSError`` (or httpx's error) and the writer
+    retries through the spool. Thread-safe (httpx clients are)."""
 
     name = "hub"
 

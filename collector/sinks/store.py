@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from driftwarden.collector.arrow import to_ipc
+from driftwarden.collector.sinks import RejectedBatch
 from driftwarden.collector.spool import SET_ASIDE_AFTER, Spool
 
 log = logging.getLogger(__name__)
@@ -85,35 +86,48 @@ def write_around_refusals(
     return set_aside(pa.concat_tables(refused)) if refused else True
 
 
-def keep_aside(spool: Spool, part: pa.Table, of: int, what: str, refusal: str) -> bool:
-    """Append ``part`` (``fsync``'d) to the set-aside ``spool`` and log how many of ``of`` rows, why, where and what
-    to do; False (logged too) when the spool has no room or its disk fails: the rows then stay first, retried."""
+def keep_aside(spool: Spool, part: pa.Table, of: int, what: str, refusal: str, by: str = "store") -> bool:
+    """Append ``part`` (``fsync``'d) to the set-aside ``spool`` and log how many of ``of`` rows ``by`` (the sink
+    that refused them: ``store`` or ``hub``) refused, why, where and what to do; False (logged too) when the spool
+    has no room or its disk fails: the rows then stay first, retried."""
     if not spool.append(to_ipc(part)):
         log.error(
-            "%d %s refused by the store (%s) cannot be set aside: %s is full or its disk fails; they stay first",
+            "%d %s refused by the %s (%s) cannot be set aside: %s is full or its disk fails; they stay first",
             part.num_rows,
             what,
+            by,
             refusal,
             spool.directory,
         )
         return False
     log.error(
-        "the store refused %d of %d %s %d times for what they hold (%s): set aside in %s, the others are written. "
-        "Fix what the message names (`driftwarden migrate`, a column or constraint changed by hand) and restart: "
-        "set-aside rows are retried at every start",
+        "the %s refused %d of %d %s %d times for what they hold (%s): set aside in %s, the others are written. "
+        "Fix what the message names (%s) and restart: set-aside rows are retried at every start",
+        by,
         part.num_rows,
         of,
         what,
         SET_ASIDE_AFTER,
         refusal,
         spool.directory,
+        _FIXES.get(by, _FIXES["store"]),
     )
     return True
 
 
+_FIXES = {
+    "store": "`driftwarden migrate`, a column or constraint changed by hand",
+    "hub": "a hub older than this collector: upgrade it; a value its checks refuse",
+}
+
+
 def refused_for_its_data(exc: BaseException | None) -> bool:
     """Whether the store refused an insert for what its rows hold (a column the table does not have, a value it
-    cannot parse or convert: :data:`DATA_ERRORS`), as the ClickHouse message in ``exc`` says, embedded or server."""
+    cannot parse or convert: :data:`DATA_ERRORS`), as the ClickHouse message in ``exc`` says, embedded or server;
+    or a sink's destination refused the batch's content (:class:`~driftwarden.collector.sinks.RejectedBatch`: a
+    hub's 400, 413, 415 or 422)."""
+    if isinstance(exc, RejectedBatch):
+        return True
     found = _ERROR_CODE.search(str(exc))
     return found is not None and int(found.group(1)) in DATA_ERRORS
 
