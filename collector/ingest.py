@@ -35,6 +35,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
 from driftwarden.collector.arrow import GROUND_TRUTH_SCHEMA, REQUIRED, SCHEMA, from_ipc
+from driftwarden.errors import first_line
 from driftwarden.names import model_name_problem
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def _parse_arrow(body: bytes) -> pa.Table:
         return from_ipc(body)
     except (pa.ArrowException, OSError) as exc:
         raise HTTPException(
-            400, f"the body is not a valid Arrow IPC stream ({_first_line(exc)}); send pyarrow.ipc.new_stream output"
+            400, f"the body is not a valid Arrow IPC stream ({first_line(exc)}); send pyarrow.ipc.new_stream output"
         ) from None
 
 
@@ -216,7 +217,7 @@ def _cast(name: str, column: pa.ChunkedArray, target: pa.DataType) -> pa.Chunked
     try:
         return column.cast(target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise BatchError(f"column {name} has type {source}, expected {target}: {_first_line(exc)}") from None
+        raise BatchError(f"column {name} has type {source}, expected {target}: {first_line(exc)}") from None
 
 
 def conform_ground_truth(table: pa.Table) -> pa.Table:
@@ -254,7 +255,7 @@ def ground_truth_from_records(records: list[dict[str, Any]]) -> pa.Table:
             columns[name] = pa.array(values, type=field.type if field is not None else None)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             expected = field.type if field is not None else "one type"
-            raise BatchError(f"field {name} must be {expected} in every record: {_first_line(exc)}") from None
+            raise BatchError(f"field {name} must be {expected} in every record: {first_line(exc)}") from None
     return pa.table(columns)
 
 
@@ -320,7 +321,7 @@ def _insert(client, table_name: str, table: pa.Table) -> None:
 
 
 def _unavailable(exc: BaseException) -> HTTPException:
-    return HTTPException(503, f"the store did not take the batch ({_first_line(exc)}); retry later")
+    return HTTPException(503, f"the store did not take the batch ({first_line(exc)}); retry later")
 
 
 COALESCED_INSERT = {**SYNCHRONOUS_INSERT, "insert_deduplicate": 0, "optimize_on_insert": 0}
@@ -441,8 +442,3 @@ def _insert_coalesced(client, table_name: str, table: pa.Table, arrival: Arrival
                     waiting.done = True
     if mine.error is not None:
         raise _unavailable(mine.error) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from driftwarden.collector.arrow import GROUND_TRUTH_SCHEMA, SCHEMA
-from driftwarden.errors import UserError
+from driftwarden.errors import UserError, first_line
 
 # Namespace of the uuid5 event ids that ingest derives; fixed forever so re-ingesting matches.
 ID_NAMESPACE = uuid.UUID("6f1d7c3e-2b9a-5e4f-8c1d-0a7b3e9f2d41")
@@ -42,7 +42,7 @@ def load_file(path: Path) -> pa.Table:
         return pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         kind = "CSV" if suffix == ".csv" else "Parquet"
-        raise UserError(f"{path}: cannot read it as {kind}: {_first_line(exc)}") from None
+        raise UserError(f"{path}: cannot read it as {kind}: {first_line(exc)}") from None
 
 
 def predictions_and_labels(
@@ -286,8 +286,3 @@ def _text(kind: pa.DataType) -> bool:
     if pa.types.is_dictionary(kind):
         kind = kind.value_type
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -44,10 +44,11 @@ from prometheus_client import Counter, Gauge
 
 from driftwarden.collector.arrow import from_ipc, to_ipc
 from driftwarden.collector.genai_config import JOURNAL_MAX_BYTES
-from driftwarden.collector.ingest import COALESCED_INSERT, _first_line, store_lock
+from driftwarden.collector.ingest import COALESCED_INSERT, store_lock
 from driftwarden.collector.metrics import REGISTRY
 from driftwarden.collector.sinks.store import keep_aside, refused_for_its_data, write_around_refusals
 from driftwarden.collector.spool import SET_ASIDE, SET_ASIDE_AFTER, Spool, SpoolError, move_records
+from driftwarden.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +281,7 @@ class IngestJournal:
                     "inserting %d journaled rows into %s failed (%s); retrying in %.1f s, they stay in the journal",
                     rows,
                     self.table_name,
-                    _first_line(exc),
+                    first_line(exc),
                     backoff,
                 )
                 with self._cond:
@@ -294,7 +295,7 @@ class IngestJournal:
         """Insert a record the store keeps refusing for what it holds around its refused rows, which are set aside
         (``sinks.store.write_around_refusals``); False when that fails (the record then stays first)."""
         table = entry[1]
-        refusal = _first_line(exc)
+        refusal = first_line(exc)
 
         def insert(part: pa.Table) -> None:
             with store_lock:
@@ -310,7 +311,7 @@ class IngestJournal:
         try:
             done = write_around_refusals(table, insert, put_aside)
         except Exception as failure:
-            log.error("inserting a refused record's rows one part at a time failed (%s)", _first_line(failure))
+            log.error("inserting a refused record's rows one part at a time failed (%s)", first_line(failure))
             return False
         if done:
             self._inserted([entry], table.num_rows)

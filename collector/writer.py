@@ -70,6 +70,7 @@ from driftwarden.collector.spool import (
     SpoolError,
     move_records,
 )
+from driftwarden.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -439,10 +440,10 @@ class Writer:
                     self.sink.name,
                     table.num_rows,
                     SET_ASIDE_AFTER,
-                    _one_line(exc),
+                    first_line(exc),
                 )
             elif self._sink_healthy:
-                log.warning("the %s sink failed, spooling until it is back: %s", self.sink.name, _one_line(exc))
+                log.warning("the %s sink failed, spooling until it is back: %s", self.sink.name, first_line(exc))
             self._sink_healthy = False
             return False
         self._m_sink_duration.observe(time.perf_counter() - started)
@@ -542,7 +543,7 @@ class Writer:
         events, which are set aside (``sinks.store.write_around_refusals``); False when that fails (the batch then
         stays first)."""
         assert self.sink is not None and self.spool is not None
-        refusal = _one_line(self._last_sink_error) if self._last_sink_error is not None else ""
+        refusal = first_line(self._last_sink_error) if self._last_sink_error is not None else ""
 
         def write(part: pa.Table) -> None:
             self.sink.write(part)  # type: ignore[union-attr]
@@ -593,11 +594,6 @@ class Writer:
         if self.spool is not None:
             self._m_spool_bytes.set(self.spool.bytes)
             self._m_spool_segments.set(self.spool.segments)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def open_writer(

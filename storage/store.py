@@ -22,6 +22,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from driftwarden.errors import first_line
 from driftwarden.storage.errors import StoreError
 from driftwarden.storage.url import StoreURL, parse, resolve
 
@@ -61,7 +62,7 @@ def _connect_embedded(target: StoreURL, create_database: bool, settings: dict[st
             client = clickhouse_connect.get_client(interface="chdb", path=path, settings=settings)
         except Exception as exc:  # chdb reports a held directory as "Error initializing EmbeddedServer"
             _refuse_if_held(path)
-            raise StoreError(f"cannot open the embedded store at {path}: {_first_line(exc)}") from exc
+            raise StoreError(f"cannot open the embedded store at {path}: {first_line(exc)}") from exc
         _embedded_path = path
     return _select_database(client, target, create_database, lambda: _reopen_embedded(path, target, settings))
 
@@ -167,16 +168,11 @@ def _server_message(target: StoreURL, exc: Exception) -> str:
     elif reason:
         because = (reason.group(1) or reason.group(3)).strip()
     else:
-        because = _first_line(exc)
+        because = first_line(exc)
     return (
         f"cannot reach a ClickHouse server at {target.scheme}://{where} ({because}); "
         "check the host and port in the store URL and that the server is running"
     )
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def describe(url: str | None = None) -> str:
