@@ -12,7 +12,8 @@
 
 A body that cannot be used is refused whole, with nothing inserted: 415 for another
 content type, 400 for a body that does not parse, 422 for a wrong schema or bad values,
-each with a ``detail`` that names what is wrong. A store that fails answers 503, which
+413 above ``MAX_BATCH_BYTES`` (64 MiB; the collector's hub sink then sends its batch in
+pieces), each with a ``detail`` that names what is wrong. A store that fails answers 503, which
 the collector's writer treats as "retry later" (it spools the batch).
 
 The store client comes from ``request.app.state.store`` (see ``collector.hub_app``).
@@ -44,6 +45,10 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 JSON_LINES = ("application/x-ndjson", "application/jsonl", "application/json-lines", "application/json")
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 
+MAX_BATCH_BYTES = 64 << 20
+"""Largest body of ``/v1/events`` and ``/v1/ground-truth`` (413 above): a collector's batch is a few MiB at most
+(1,000 events, payloads cut at 64 KiB each), and JSON lines take several times their size in memory once parsed."""
+
 router = APIRouter(tags=["ingest"])
 store_lock = threading.Lock()
 """Serialises use of the store client (clickhouse-connect sessions refuse concurrent queries)."""
@@ -56,7 +61,7 @@ class BatchError(ValueError):
 @router.post("/v1/events", summary="Insert a batch of inference events (Arrow IPC stream)")
 async def post_events(request: Request) -> dict[str, int]:
     _require_content_type(request, (ARROW_STREAM,))
-    table = _parse_arrow(await request.body())
+    table = _parse_arrow(await _body(request))
     try:
         table = conform(table, SCHEMA, REQUIRED, uuid_columns=("event_id", "replay_of"))
     except BatchError as exc:
@@ -67,7 +72,7 @@ async def post_events(request: Request) -> dict[str, int]:
 @router.post("/v1/ground-truth", summary="Insert late ground truth (JSON lines or Arrow IPC stream)")
 async def post_ground_truth(request: Request) -> dict[str, int]:
     content_type = _require_content_type(request, (ARROW_STREAM, *JSON_LINES))
-    body = await request.body()
+    body = await _body(request)
     try:
         if content_type == ARROW_STREAM:
             table = _parse_arrow(body)
@@ -90,6 +95,23 @@ def _require_content_type(request: Request, accepted: tuple[str, ...]) -> str:
             f"content-type {content_type or '(none)'!r} is not accepted here; send one of: {', '.join(accepted)}",
         )
     return content_type
+
+
+async def _body(request: Request) -> bytes:
+    """The request body; 413 once it is larger than ``MAX_BATCH_BYTES`` (by its declared length, else as it comes)."""
+    too_large = HTTPException(
+        413, f"the body is larger than {MAX_BATCH_BYTES} bytes; send it in batches of at most {MAX_BATCH_BYTES} bytes"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BATCH_BYTES:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BATCH_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _parse_arrow(body: bytes) -> pa.Table:

@@ -271,6 +271,26 @@ def test_the_hub_refuses_a_bad_batch_with_a_clear_message_and_inserts_nothing(
     assert _count(store) == 0
 
 
+def test_the_hub_refuses_a_body_over_its_limit_with_413_and_inserts_nothing(hub, store, monkeypatch):
+    """Declared (content-length) or streamed (chunked), events or ground truth: 413 naming the limit."""
+    from driftwarden.collector import ingest
+
+    monkeypatch.setattr(ingest, "MAX_BATCH_BYTES", 16384)
+    events = [Event(model="m", event_id=uuid.UUID(int=i + 1), input_payload="x" * 100) for i in range(100)]
+    body = _ipc(to_table(events))
+    truth = "\n".join(json.dumps({"event_id": str(uuid.UUID(int=i + 1)), "model": "m", "value": i}) for i in range(400))
+    for path, content, headers in (
+        ("/v1/events", body, ARROW),
+        ("/v1/events", iter([body[:30000], body[30000:]]), ARROW),  # no content-length: counted as it comes
+        ("/v1/ground-truth", truth, {"content-type": "application/x-ndjson"}),
+    ):
+        response = hub.post(path, content=content, headers=headers)
+        assert response.status_code == 413, response.text
+        assert "larger than 16384 bytes" in response.json()["detail"]
+    assert _count(store) == 0 and _count(store, "ground_truth") == 0
+    assert hub.post("/v1/events", content=_ipc(to_table(events[:5])), headers=ARROW).status_code == 200
+
+
 def test_the_hub_takes_ground_truth_as_json_lines_or_arrow(hub, store):
     ids = [str(uuid.uuid4()) for _ in range(3)]
     lines = "\n".join(

@@ -3,12 +3,15 @@ process that owns the store (``driftwarden api``/``up``), for collectors that sh
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pyarrow as pa
 
 from driftwarden.collector.arrow import to_ipc
 from driftwarden.collector.sinks import RejectedBatch
+
+log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/vnd.apache.arrow.stream"
 PATH = "/v1/events"
@@ -31,7 +34,12 @@ class HubSink:
     """POSTs batches to ``{hub}/v1/events``. A 400, 413, 415 or 422 means the hub refused the batch's
     content and raises :class:`RejectedBatch` (the writer sets aside the events refused, see
     ``collector.sinks``); any other failure raises ``OSError`` (or httpx's error) and the writer
-    retries through the spool. Thread-safe (httpx clients are)."""
+    retries through the spool. Thread-safe (httpx clients are).
+
+    A 413 to a batch of several events is a body limit on the way (the hub's ``MAX_BATCH_BYTES``, or a proxy's:
+    an ingress's ``client_max_body_size``, 1 MiB by default in nginx): the batch is sent again in halves at once,
+    and the sink remembers half the refused size as the largest body to send, so that later batches go in
+    pieces under it without being refused first. Only a single event larger than the limit is refused."""
 
     name = "hub"
 
@@ -41,19 +49,44 @@ class HubSink:
         self.url = hub.rstrip("/") + PATH
         self._http = httpx.Client(timeout=timeout_s, trust_env=False)
         self._headers = {"content-type": CONTENT_TYPE, **ingest_headers()}
+        self.max_body_bytes: int | None = None
+        """The largest body to send, learned from a 413 (None until one)."""
 
     def write(self, table: pa.Table) -> None:
-        self.write_ipc(to_ipc(table))
+        self._send(table, to_ipc(table))
 
-    def write_ipc(self, body: bytes) -> None:
-        """Send an already-encoded batch (the spool keeps batches encoded)."""
+    def _send(self, table: pa.Table, body: bytes) -> None:
+        limit = self.max_body_bytes
+        if limit is not None and len(body) > limit and table.num_rows > 1:
+            self._in_pieces(table, -(-len(body) // limit))
+            return
         response = self._http.post(self.url, content=body, headers=self._headers)
         if response.status_code < 300:
             return
         message = f"hub {self.url} answered {response.status_code}: {response.text[:300]}"
+        if response.status_code == 413 and table.num_rows > 1:
+            learned = max(1, len(body) // 2)
+            if limit is None or learned < limit:
+                self.max_body_bytes = learned
+                log.warning(
+                    "%s to a batch of %d bytes: sending batches in pieces of at most %d bytes from now on",
+                    message.split(": ", 1)[0],
+                    len(body),
+                    learned,
+                )
+            self._in_pieces(table, 2)
+            return
         if response.status_code in _REFUSED_CONTENT:
             raise RejectedBatch(message)
         raise OSError(message)
+
+    def _in_pieces(self, table: pa.Table, pieces: int) -> None:
+        """``table`` sent as ``pieces`` slices of about equal rows (each split again while above the limit)."""
+        pieces = min(pieces, table.num_rows)
+        bounds = [table.num_rows * i // pieces for i in range(pieces + 1)]
+        for start, end in zip(bounds, bounds[1:], strict=False):
+            part = table.slice(start, end - start)
+            self._send(part, to_ipc(part))
 
     def close(self) -> None:
         self._http.close()
