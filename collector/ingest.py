@@ -98,17 +98,23 @@ def _require_content_type(request: Request, accepted: tuple[str, ...]) -> str:
 
 
 async def _body(request: Request) -> bytes:
-    """The request body; 413 once it is larger than ``MAX_BATCH_BYTES`` (by its declared length, else as it comes)."""
+    """The request body; 413 once it is larger than ``MAX_BATCH_BYTES``."""
     too_large = HTTPException(
         413, f"the body is larger than {MAX_BATCH_BYTES} bytes; send it in batches of at most {MAX_BATCH_BYTES} bytes"
     )
+    return await read_limited(request, MAX_BATCH_BYTES, too_large)
+
+
+async def read_limited(request: Request, limit: int, too_large: Exception) -> bytes:
+    """The request body as it was sent; ``too_large`` raised once it is larger than ``limit`` bytes, by its declared
+    length or as it comes (a chunked body), before more of it is held in memory."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BATCH_BYTES:
+    if declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BATCH_BYTES:
+        if size > limit:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)

@@ -54,7 +54,7 @@ from prometheus_client import Counter, Histogram
 
 from driftwarden.collector.genai_config import GenAIConfig
 from driftwarden.collector.genai_metrics import GenAIRecorder
-from driftwarden.collector.ingest import Arrival, persist
+from driftwarden.collector.ingest import Arrival, persist, read_limited
 from driftwarden.collector.ingest_journal import IngestJournal, JournalFull
 from driftwarden.collector.metrics import LATENCY_BUCKETS, REGISTRY
 from driftwarden.collector.processors.redaction import Redactor
@@ -206,16 +206,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         _RPC_RESOURCE_EXHAUSTED,
         f"the request body is larger than {limit} bytes (genai.max_request_bytes); export smaller batches",
     )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    body = await read_limited(request, limit, too_large)
     if encoding in ("gzip", "x-gzip") and body:
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
