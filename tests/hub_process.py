@@ -77,6 +77,74 @@ class Hub:
         self.process = None
 
 
+class BodyLimitProxy:
+    """Debian's nginx as a reverse proxy to ``upstream`` with ``client_max_body_size limit`` (an ingress's limit; 1 MiB
+    by default), logging the status of every answer."""
+
+    CONF = """
+{user}worker_processes 1;
+error_log {dir}/error.log warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    log_format statuses '$status';
+    access_log {dir}/access.log statuses;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    client_max_body_size {limit};
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ proxy_pass {upstream}; }}
+    }}
+}}
+"""
+
+    def __init__(self, upstream: str, directory: Path, limit: str) -> None:
+        import grp
+        import pwd
+
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        directory.mkdir(parents=True, exist_ok=True)
+        # started by root, nginx's workers would be nobody, who cannot write the temporary files of large bodies
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};\n"
+        (directory / "nginx.conf").write_text(
+            self.CONF.format(
+                user=user if os.geteuid() == 0 else "", dir=directory, port=self.port, limit=limit, upstream=upstream
+            )
+        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> BodyLimitProxy:
+        from driftwarden.collector.edge.supervisor import find_nginx
+
+        self.process = subprocess.Popen(
+            [find_nginx(), "-c", str(self.directory / "nginx.conf"), "-p", str(self.directory), "-g", "daemon off;"]
+        )
+        if not wait_for(lambda: _listening(self.port), timeout=20):
+            raise RuntimeError(f"nginx did not start: {(self.directory / 'error.log').read_text()}")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(20)
+            self.process = None
+
+    def statuses(self) -> list[str]:
+        """The status of every answer, in order."""
+        return (self.directory / "access.log").read_text().split()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def query_store(store_url: str, sql: str) -> list:
     """Rows of ``sql`` on a store this process cannot open (its engine is bound elsewhere)."""
     code = (

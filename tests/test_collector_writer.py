@@ -19,7 +19,7 @@ from driftwarden.collector.event import Event
 from driftwarden.collector.sinks.store import StoreSink, write_around_refusals
 from driftwarden.collector.spool import SET_ASIDE, Spool
 from driftwarden.collector.writer import open_writer
-from tests.hub_process import ROOT, Hub, free_port, query_store, wait_for
+from tests.hub_process import ROOT, BodyLimitProxy, Hub, free_port, query_store, wait_for
 
 
 def _count(client, model: str) -> tuple[int, int]:
@@ -286,82 +286,36 @@ def test_a_batch_the_hub_refuses_is_written_around_the_event_it_refuses_which_is
     assert dropped == {"rejected": 10}, "without a spool there is nowhere to keep it"
 
 
-_PROXY_CONF = """
-{user}worker_processes 1;
-error_log {dir}/error.log warn;
-pid {dir}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    log_format statuses '$status';
-    access_log {dir}/access.log statuses;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    client_max_body_size 32k;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ proxy_pass {hub}; }}
-    }}
-}}
-"""
-
-
 @pytest.mark.timeout(240)
 def test_a_hub_behind_a_proxy_with_a_body_limit_gets_every_batch_in_pieces_under_it(tmp_path):
     """A real nginx with ``client_max_body_size 32k`` (an ingress's limit; 1 MiB by default) in front of the hub
     answers 413 to the writer's batches of about 100 KiB: the hub sink sends each batch again in halves at once,
     then every later batch in pieces under the limit it learned. Every event is stored, nothing goes through the
     spool, nothing is set aside or dropped."""
-    import grp
-    import pwd
-
-    from driftwarden.collector.edge.supervisor import find_nginx
-
     hub = Hub(tmp_path / "store").start()
-    proxy_dir = tmp_path / "proxy"
-    proxy_dir.mkdir()
-    port = free_port()
-    user = (
-        f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};\n"
-        if os.geteuid() == 0
-        else ""
-    )
-    (proxy_dir / "nginx.conf").write_text(_PROXY_CONF.format(user=user, dir=proxy_dir, port=port, hub=hub.url))
-    proxy = subprocess.Popen(
-        [find_nginx(), "-c", str(proxy_dir / "nginx.conf"), "-p", str(proxy_dir), "-g", "daemon off;"]
-    )
+    proxy = BodyLimitProxy(hub.url, tmp_path / "proxy", "32k")
     events = _events(2000, model="behind-proxy")
     for event in events:
         event.input_payload = os.urandom(48).hex()  # about 400 bytes an event in Arrow: 800 KiB a batch of 1,000
     try:
-        assert wait_for(lambda: _listening(port), timeout=20), "nginx did not start"
+        proxy.start()
         writer = open_writer(
-            model="behind-proxy", hub=f"http://127.0.0.1:{port}", spool_dir=tmp_path / "spool", batch_events=1000
+            model="behind-proxy", hub=proxy.url, spool_dir=tmp_path / "spool", batch_events=1000
         ).start()
         for event in events:
             writer.submit(event)
         stats = writer.close()
     finally:
-        proxy.terminate()
-        proxy.wait(20)
+        proxy.stop()
         hub.stop()
     assert stats.written == 2000 and stats.spooled == 0 and stats.set_aside == 0 and stats.dropped == {}
     count = "SELECT count(), uniqExact(event_id) FROM inferences FINAL WHERE model = 'behind-proxy'"
     assert query_store(hub.store_url, count) == [[2000, 2000]]
-    statuses = [line.split()[0] for line in (proxy_dir / "access.log").read_text().splitlines()]
+    statuses = proxy.statuses()
     first_stored = statuses.index("200")
     assert 1 <= first_stored <= 8, "a few 413s, halving the first batch, until a piece passed"
     assert set(statuses[first_stored:]) == {"200"}, "then every piece was cut under the limit beforehand"
     assert len(statuses) >= 2000 * 400 // (32 * 1024), "pieces of at most 32 KiB"
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.mark.timeout(120)

@@ -21,7 +21,7 @@ from driftwarden.collector.arrow import to_ipc, to_table
 from driftwarden.collector.event import Event
 from driftwarden.collector.hub_app import create_app
 from tests.conftest import run_cli
-from tests.hub_process import Hub, query_store
+from tests.hub_process import BodyLimitProxy, Hub, query_store
 
 ARROW = {"content-type": "application/vnd.apache.arrow.stream"}
 
@@ -137,6 +137,30 @@ def test_ingest_through_a_hub_reaches_the_store_the_hub_owns(bikes, tmp_path):
         assert third.returncode == 0, third.stderr
     finally:
         hub.stop()
+    rows = query_store(
+        hub.store_url,
+        "SELECT count(), countIf(g.value IS NOT NULL) FROM inferences AS i FINAL "
+        "LEFT JOIN ground_truth AS g FINAL ON i.event_id = g.event_id",
+    )
+    assert rows == [[3000, 3000]]
+
+
+def test_ingest_through_a_proxy_with_a_body_limit_sends_its_chunks_in_pieces_under_it(bikes, tmp_path):
+    """A real nginx with ``client_max_body_size 64k`` before the hub refuses the 3,000-row chunks: they go again in
+    pieces under the limit, predictions and labels alike, and every row arrives."""
+    labelled = _csv(bikes.slice(0, 3000).select(["row", "bikers", "when", "temp", "hum"]), tmp_path / "labelled.csv")
+    hub = Hub(tmp_path / "hub-store").start()
+    proxy = BodyLimitProxy(hub.url, tmp_path / "proxy", "64k")
+    try:
+        proxy.start()
+        result = run_cli("ingest", "--hub", proxy.url, "--model", "bikes", "--file", str(labelled),
+                         "--timestamp-column", "when", "--id-column", "row", "--label-column", "bikers")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    finally:
+        proxy.stop()
+        hub.stop()
+    statuses = proxy.statuses()
+    assert statuses.count("413") >= 2 and statuses[-1] == "200", "each endpoint refused a chunk, then took pieces"
     rows = query_store(
         hub.store_url,
         "SELECT count(), countIf(g.value IS NOT NULL) FROM inferences AS i FINAL "

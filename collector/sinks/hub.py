@@ -31,7 +31,8 @@ _REFUSED_CONTENT = (400, 413, 415, 422)
 
 
 class HubSink:
-    """POSTs batches to ``{hub}/v1/events``. A 400, 413, 415 or 422 means the hub refused the batch's
+    """POSTs batches to ``{hub}/v1/events`` (or ``path``: ``driftwarden ingest --hub`` sends ground truth to
+    ``/v1/ground-truth`` so). A 400, 413, 415 or 422 means the hub refused the batch's
     content and raises :class:`RejectedBatch` (the writer sets aside the events refused, see
     ``collector.sinks``); any other failure raises ``OSError`` (or httpx's error) and the writer
     retries through the spool. Thread-safe (httpx clients are).
@@ -43,10 +44,10 @@ class HubSink:
 
     name = "hub"
 
-    def __init__(self, hub: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, hub: str, *, timeout_s: float = 10.0, path: str = PATH) -> None:
         import httpx
 
-        self.url = hub.rstrip("/") + PATH
+        self.url = hub.rstrip("/") + path
         self._http = httpx.Client(timeout=timeout_s, trust_env=False)
         self._headers = {"content-type": CONTENT_TYPE, **ingest_headers()}
         self.max_body_bytes: int | None = None
@@ -63,7 +64,7 @@ class HubSink:
         response = self._http.post(self.url, content=body, headers=self._headers)
         if response.status_code < 300:
             return
-        message = f"hub {self.url} answered {response.status_code}: {response.text[:300]}"
+        message = f"hub {self.url} answered {response.status_code}: {_detail(response)}"
         if response.status_code == 413 and table.num_rows > 1:
             learned = max(1, len(body) // 2)
             if limit is None or learned < limit:
@@ -90,3 +91,12 @@ class HubSink:
 
     def close(self) -> None:
         self._http.close()
+
+
+def _detail(response) -> str:
+    """What an answer says: the hub's ``detail``, else the start of its body (a proxy's page)."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return detail if isinstance(detail, str) else response.text[:300]

@@ -164,31 +164,27 @@ def _embedder():
 
 
 def _send_to_hub(hub: str, inferences, labels) -> None:
-    """POST the rows as Arrow IPC streams to the hub's /v1/events and /v1/ground-truth, in chunks."""
+    """POST the rows as Arrow IPC streams to the hub's /v1/events and /v1/ground-truth, in chunks; a chunk that a
+    body limit refuses (the hub's, a proxy's) goes again in smaller pieces (``collector.sinks.hub.HubSink``)."""
     import httpx
 
-    from driftwarden.collector.arrow import to_ipc
-    from driftwarden.collector.sinks.hub import CONTENT_TYPE, ingest_headers
+    from driftwarden.collector.sinks import RejectedBatch
+    from driftwarden.collector.sinks.hub import HubSink
 
     base = hub.rstrip("/")
     if not base.startswith(("http://", "https://")):
         raise UserError(f"hub URL {hub!r} must start with http:// or https://, e.g. http://127.0.0.1:8000")
-    with httpx.Client(timeout=120, trust_env=False) as http:
-        for path, rows in (("/v1/events", inferences), ("/v1/ground-truth", labels)):
-            if rows is None:
-                continue
+    for path, rows in (("/v1/events", inferences), ("/v1/ground-truth", labels)):
+        if rows is None:
+            continue
+        sink = HubSink(base, timeout_s=120, path=path)
+        try:
             for start in range(0, rows.num_rows, HUB_CHUNK_ROWS):
-                body = to_ipc(rows.slice(start, HUB_CHUNK_ROWS))
                 try:
-                    response = http.post(
-                        base + path, content=body, headers={"content-type": CONTENT_TYPE, **ingest_headers()}
-                    )
+                    sink.write(rows.slice(start, HUB_CHUNK_ROWS))
                 except httpx.HTTPError as exc:
                     raise UserError(f"cannot reach the hub at {base}: {exc}; is `driftwarden api` running?") from None
-                if response.status_code >= 300:
-                    detail = response.text[:300]
-                    try:
-                        detail = response.json().get("detail", detail)
-                    except ValueError:
-                        pass
-                    raise UserError(f"the hub at {base} refused rows {start + 1}..: {response.status_code} {detail}")
+                except (RejectedBatch, OSError) as exc:
+                    raise UserError(f"the hub refused rows {start + 1}..: {exc}") from None
+        finally:
+            sink.close()
