@@ -25,8 +25,10 @@ for what it holds (a column the table no longer has, a value it cannot convert:
 ``sinks.store.refused_for_its_data``) is found; refused so ``SET_ASIDE_AFTER`` times in a row, its rows are
 inserted in halves around the refused ones (``sinks.store.write_around_refusals``), which are *set aside*:
 appended, ``fsync``'d, to the spool ``set-aside/`` inside the journal directory; the records behind go on.
-Set-aside rows are journaled again at every start, so once the cause is fixed (a migration, a column put
-back) a restart inserts them; a store that is away, full or missing the table never sets anything aside.
+Set-aside rows are journaled again at every start, and while running once the store takes the oldest of
+them again (tried ``SET_ASIDE_RETRY_S`` after they were set aside, then twice as long after each refusal, up to
+6 hours: ``spool.RetryClock``), so once the cause is fixed (a migration, a column put back) they are inserted
+without a restart; a store that is away, full or missing the table never sets anything aside.
 The state is exported as ``driftwarden_ingest_journal_*`` metrics (``IngestJournalNotDraining``,
 ``IngestJournalRowsSetAside``).
 """
@@ -47,7 +49,16 @@ from driftwarden.collector.genai_config import JOURNAL_MAX_BYTES
 from driftwarden.collector.ingest import COALESCED_INSERT, store_lock
 from driftwarden.collector.metrics import REGISTRY
 from driftwarden.collector.sinks.store import keep_aside, refused_for_its_data, write_around_refusals
-from driftwarden.collector.spool import SET_ASIDE, SET_ASIDE_AFTER, Spool, SpoolError, move_records
+from driftwarden.collector.spool import (
+    SET_ASIDE,
+    SET_ASIDE_AFTER,
+    SET_ASIDE_RETRY_S,
+    RetryClock,
+    Spool,
+    SpoolError,
+    first_record,
+    move_records,
+)
 from driftwarden.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -85,13 +96,13 @@ journal_inserts = Counter(
 )
 journal_set_aside_rows = Counter(
     "driftwarden_ingest_journal_set_aside_rows",
-    "Journaled rows the store refused for what they hold, set aside on disk (retried at the next start)",
+    "Journaled rows the store refused for what they hold, set aside on disk (tried again while running and at start)",
     ["table"],
     registry=REGISTRY,
 )
 journal_set_aside_bytes = Gauge(
     "driftwarden_ingest_journal_set_aside_bytes",
-    "Bytes of set-aside records in the ingest journal's set-aside/ directory (journaled again at the next start)",
+    "Bytes of set-aside records in the ingest journal's set-aside/ directory (tried again while running and at start)",
     ["table"],
     registry=REGISTRY,
 )
@@ -143,6 +154,7 @@ class IngestJournal:
         *,
         max_bytes: int = JOURNAL_MAX_BYTES,
         linger_s: float = LINGER_S,
+        set_aside_retry_s: float = SET_ASIDE_RETRY_S,
     ) -> None:
         self.directory = Path(directory)
         self.client, self.table_name, self.linger_s = client, table_name, linger_s
@@ -161,6 +173,7 @@ class IngestJournal:
         self._outstanding: collections.Counter[Path] = collections.Counter()  # tables not inserted, per segment
         self._rows = 0
         self._closing = False
+        self._retry = RetryClock(set_aside_retry_s)  # used by the inserter's thread only
         self._gauge_rows = journal_rows.labels(table_name)
         self._gauge_bytes = journal_bytes.labels(table_name)
         self._gauge_set_aside = journal_set_aside_bytes.labels(table_name)
@@ -234,7 +247,6 @@ class IngestJournal:
             )
         self._retry_set_aside()
         self._gauge_bytes.set(self.spool.bytes)
-        self._gauge_set_aside.set(self.set_aside.bytes)
 
     def _retry_set_aside(self) -> None:
         """Journal the set-aside records again: the cause may be fixed since; refused again, they are set aside
@@ -250,7 +262,28 @@ class IngestJournal:
                 self._queued(self.spool.active, table)
             retried += table.num_rows
         if retried:
-            log.warning("ingest journal %s: retrying %d rows set aside by a previous run", self.directory, retried)
+            log.warning("ingest journal %s: retrying %d rows set aside before", self.directory, retried)
+        if not self.set_aside.empty():  # the journal had no room for them all: the rest are tried later
+            self._retry.start()
+        self._gauge_set_aside.set(self.set_aside.bytes)
+
+    def _probe_set_aside(self) -> None:
+        """Insert the oldest set-aside record again: taken, journal every set-aside record again (that one's rows are
+        then inserted twice, stored once: event ids); refused, try again twice as long after (:class:`RetryClock`)."""
+        payload = first_record(self.set_aside)
+        if payload is None:
+            self._retry.stop()
+            return
+        try:
+            table = from_ipc(payload)
+            with store_lock:
+                self.client.insert_arrow(self.table_name, table, settings=COALESCED_INSERT)
+        except Exception as exc:
+            self._retry.refused()
+            log.info("ingest journal %s: the set-aside rows are still refused (%s)", self.directory, first_line(exc))
+            return
+        self._retry.stop()
+        self._retry_set_aside()
 
     # -- inserting -----------------------------------------------------------------------------
 
@@ -261,6 +294,9 @@ class IngestJournal:
             group = self._next_group(backoff, alone)
             if group is None:
                 return
+            if not group:  # idle, and the set-aside rows are due for a try
+                self._probe_set_aside()
+                continue
             rows = sum(table.num_rows for _, table, _ in group)
             try:
                 combined = group[0][1] if len(group) == 1 else pa.concat_tables([table for _, table, _ in group])
@@ -304,6 +340,7 @@ class IngestJournal:
         def put_aside(part: pa.Table) -> bool:
             if not keep_aside(self.set_aside, part, table.num_rows, f"journaled rows of {self.table_name}", refusal):
                 return False
+            self._retry.start()
             journal_set_aside_rows.labels(self.table_name).inc(part.num_rows)
             self._gauge_set_aside.set(self.set_aside.bytes)
             return True
@@ -320,11 +357,14 @@ class IngestJournal:
     def _next_group(self, backoff: float, alone: bool = False) -> list[tuple[Path, pa.Table, float]] | None:
         """Tables of one schema to insert together, once the oldest waited ``linger_s`` or enough rows wait (only
         the oldest with ``alone``); None once closing (after a failed insert: at once, the rest stays on disk) and
-        drained."""
+        drained; an empty list when nothing waits and the set-aside rows are due for a try."""
         with self._cond:
             if backoff and self._cond.wait_for(lambda: self._closing, backoff):
                 return None
-            self._cond.wait_for(lambda: self._queue or self._closing)
+            while not (self._queue or self._closing):
+                if self._retry.due():
+                    return []
+                self._cond.wait(1.0)
             if not self._queue:
                 return None
             if alone:

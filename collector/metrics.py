@@ -60,14 +60,14 @@ events_dropped = Counter(
 )
 events_set_aside = Counter(
     "driftwarden_collector_events_set_aside",
-    "Events of spooled batches the store refused for what they hold, set aside in <spool>/set-aside (retried at "
-    "the next start)",
+    "Events of spooled batches the store or hub refused for what they hold, set aside in <spool>/set-aside (tried "
+    "again while running, and at the next start)",
     ["model"],
     registry=REGISTRY,
 )
 set_aside_bytes = Gauge(
     "driftwarden_collector_set_aside_bytes",
-    "Bytes of batches set aside in <spool>/set-aside (they go back into the spool at the next start)",
+    "Bytes of batches set aside in <spool>/set-aside (tried again while running, and at the next start)",
     ["model"],
     registry=REGISTRY,
 )

@@ -30,6 +30,7 @@ import os
 import re
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,8 +48,49 @@ DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
 SET_ASIDE = "set-aside"
 """The spool, inside a spool's (or the ingest journal's) directory, of the rows the store refused for what they hold
 (``sinks.store.refused_for_its_data``) ``SET_ASIDE_AFTER`` times in a row, so that the others go on; they are moved
-back (:func:`move_records`) at the next start."""
+back (:func:`move_records`) at the next start, and while running once the oldest of them is taken
+(:class:`RetryClock`)."""
 SET_ASIDE_AFTER = 3
+SET_ASIDE_RETRY_S = 600.0
+"""Set-aside rows are tried again (their oldest record first) this long after they were set aside, then twice as long
+after each try the store refuses again, up to ``SET_ASIDE_RETRY_MAX_S``."""
+SET_ASIDE_RETRY_MAX_S = 6 * 3600.0
+
+
+class RetryClock:
+    """When a running writer or journal tries its set-aside rows again: :meth:`due` ``first_s`` after :meth:`start`,
+    then, after each :meth:`refused`, twice as long as the time before, up to ``max_s``; :meth:`stop` once nothing is
+    set aside. Not thread-safe: used by the one thread that writes."""
+
+    def __init__(self, first_s: float = SET_ASIDE_RETRY_S, max_s: float = SET_ASIDE_RETRY_MAX_S) -> None:
+        self.first_s, self.max_s = first_s, max(first_s, max_s)
+        self._interval = first_s
+        self._at: float | None = None
+
+    def start(self) -> None:
+        """Rows were set aside: try them ``first_s`` from now, unless a try is scheduled already."""
+        if self._at is None:
+            self._at = time.monotonic() + self._interval
+
+    def due(self) -> bool:
+        return self._at is not None and time.monotonic() >= self._at
+
+    def refused(self) -> None:
+        """The try failed: the next one after twice the interval."""
+        self._interval = min(self._interval * 2, self.max_s)
+        self._at = time.monotonic() + self._interval
+
+    def stop(self) -> None:
+        """Nothing is set aside any more: no try, and the next rows set aside wait ``first_s`` again."""
+        self._interval, self._at = self.first_s, None
+
+
+def first_record(spool: Spool) -> bytes | None:
+    """The payload of the oldest readable record of ``spool``, None when it has none."""
+    for segment in spool.with_data():
+        for record in spool.read(segment):
+            return record.payload
+    return None
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ Path of an event:
    times in a row is written in halves around the refused events
    (``sinks.store.write_around_refusals``), which are *set aside* to ``<spool>/set-aside``
    (fsync'd); the batches behind it go on. Set-aside events go back into the spool at the
-   next start.
+   next start, and while running once the sink takes the oldest of them again
+   (``spool.RetryClock``: tried after 10 minutes, then twice as long after each refusal).
 
 Exactly-once in the store: every event carries its ``event_id``; ``inferences`` is a
 ReplacingMergeTree on it and identical re-sent blocks are dropped by insert
@@ -66,8 +67,11 @@ from driftwarden.collector.spool import (
     DEFAULT_SEGMENT_BYTES,
     SET_ASIDE,
     SET_ASIDE_AFTER,
+    SET_ASIDE_RETRY_S,
+    RetryClock,
     Spool,
     SpoolError,
+    first_record,
     move_records,
 )
 from driftwarden.errors import first_line
@@ -126,6 +130,7 @@ class Writer:
         batch_events: int = DEFAULT_BATCH_EVENTS,
         flush_interval_ms: float = DEFAULT_FLUSH_INTERVAL_MS,
         max_buffer_events: int = DEFAULT_MAX_BUFFER_EVENTS,
+        set_aside_retry_s: float = SET_ASIDE_RETRY_S,
     ) -> None:
         if batch_events < 1:
             raise ValueError(f"batch_events must be at least 1, got {batch_events}")
@@ -157,6 +162,7 @@ class Writer:
         self._last_sink_error: Exception | None = None  # of the last failed write (flusher: spool empty; replayer: not)
         self._refusals: tuple[tuple | None, int] = (None, 0)  # spool position of a batch refused for its data, times
         self._set_aside: Spool | None = None  # <spool>/set-aside, opened when it exists or is needed
+        self._retry = RetryClock(set_aside_retry_s)  # when to try set-aside batches again; the replayer's only
         sink_name = sink.name if sink is not None else "none"
         # Children resolved once: labels() costs a dict lookup and a lock per call.
         self._m_captured = metrics.events_captured.labels(model)
@@ -485,7 +491,10 @@ class Writer:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
             elif not progressed:
                 backoff = MIN_BACKOFF_S
-                self._wake_replayer.wait(1.0)
+                if self._retry.due() and not stopping:
+                    self._probe_set_aside()
+                else:
+                    self._wake_replayer.wait(1.0)
             self._wake_replayer.clear()
 
     def _replay_some(self, position):
@@ -560,6 +569,7 @@ class Writer:
             what = f"spooled events of model {self.model}"
             if not keep_aside(self._set_aside, part, table.num_rows, what, refusal, by=self.sink.name):  # type: ignore[union-attr]
                 return False
+            self._retry.start()
             self._count("set_aside", part.num_rows)
             metrics.events_set_aside.labels(self.model).inc(part.num_rows)
             self._m_set_aside_bytes.set(self._set_aside.bytes)
@@ -574,15 +584,38 @@ class Writer:
         return done
 
     def _retry_set_aside(self) -> None:
-        """Move the batches a previous run set aside back into the spool: the cause may be fixed since."""
+        """Move the set-aside batches back into the spool (at start, or once the sink took the oldest of them again:
+        :meth:`_probe_set_aside`): the cause may be fixed since; refused again, they are set aside again."""
         if self.spool is None or not (self.spool.directory / SET_ASIDE).is_dir():
             return
-        self._set_aside = Spool(self.spool.directory / SET_ASIDE, max_bytes=self.spool.max_bytes)
+        if self._set_aside is None:
+            self._set_aside = Spool(self.spool.directory / SET_ASIDE, max_bytes=self.spool.max_bytes)
         moved = sum(1 for _ in move_records(self._set_aside, self.spool))
         if moved:
-            log.warning("retrying %d set-aside batches of model %s (a previous run set them aside)", moved, self.model)
+            log.warning("retrying %d set-aside batches of model %s", moved, self.model)
+        if not self._set_aside.empty():  # the spool had no room for them all: the rest are tried later
+            self._retry.start()
         self._m_set_aside_bytes.set(self._set_aside.bytes)
         self._update_spool_gauges()
+        self._wake_replayer.set()
+
+    def _probe_set_aside(self) -> None:
+        """Write the oldest set-aside batch again: taken, move every set-aside batch back into the spool (that one's
+        events are then written twice, stored once: event ids); refused, try again twice as long after
+        (``spool.RetryClock``)."""
+        assert self.sink is not None
+        payload = first_record(self._set_aside) if self._set_aside is not None else None
+        if payload is None:
+            self._retry.stop()
+            return
+        try:
+            self.sink.write(from_ipc(payload))
+        except Exception as exc:
+            self._retry.refused()
+            log.info("the set-aside events of model %s are still refused (%s)", self.model, first_line(exc))
+            return
+        self._retry.stop()
+        self._retry_set_aside()
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -608,6 +641,7 @@ def open_writer(
     spool_max_bytes: int = DEFAULT_MAX_BYTES,
     spool_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     sink_timeout_s: float = 10.0,
+    set_aside_retry_s: float = SET_ASIDE_RETRY_S,
 ) -> Writer:
     """A writer for ``model`` exporting to a hub (``hub=URL``) or else the store (``store=URL``, default
     ``$DRIFTWARDEN_STORE``), spooling to ``spool_dir`` when given. Call ``start()`` on it.
@@ -643,4 +677,5 @@ def open_writer(
         batch_events=batch_events,
         flush_interval_ms=flush_interval_ms,
         max_buffer_events=max_buffer_events,
+        set_aside_retry_s=set_aside_retry_s,
     )

@@ -220,6 +220,34 @@ def test_an_event_the_store_refuses_for_what_it_holds_is_set_aside_the_rest_writ
     assert Spool(spool / SET_ASIDE).empty()
 
 
+@pytest.mark.timeout(120)
+def test_set_aside_events_are_written_without_a_restart_once_the_store_takes_them_again(store, store_url, tmp_path):
+    """Tried again while the writer runs (every 0.5 s here, doubling while refused): once the constraint is gone,
+    the next try writes the set-aside event, and the set-aside spool is empty."""
+    store.command("ALTER TABLE inferences ADD CONSTRAINT healing CHECK num_values[1] >= 0")
+    events = _events(20, model="aside-live")
+    events[5].num_values = [-1.0]
+    spool = tmp_path / "spool"
+    writer = open_writer(
+        model="aside-live", store=store_url, spool_dir=spool, batch_events=10, set_aside_retry_s=0.5
+    ).start()
+    try:
+        for event in events:
+            writer.submit(event)
+        assert wait_for(lambda: writer.stats().set_aside == 1 and writer.stats().spool_bytes == 0, timeout=60)
+        time.sleep(2.0)  # tried at 0.5 s and 1.5 s: refused, kept aside
+        assert _count(store, "aside-live") == (19, 19)
+        assert any(f.stat().st_size for f in (spool / SET_ASIDE).glob("segment-*.spool")), "still set aside"
+        store.command("ALTER TABLE inferences DROP CONSTRAINT healing")  # fixed, the writer still running
+        assert wait_for(lambda: _count(store, "aside-live") == (20, 20), timeout=30)
+        gauge = ("driftwarden_collector_set_aside_bytes", {"model": "aside-live"})
+        assert wait_for(lambda: metrics.REGISTRY.get_sample_value(*gauge) == 0, timeout=10)
+    finally:
+        stats = writer.close()
+        store.command("ALTER TABLE inferences DROP CONSTRAINT IF EXISTS healing")
+    assert stats.dropped == {}
+
+
 @pytest.mark.timeout(240)
 def test_through_a_hub_an_event_its_store_refuses_is_set_aside_by_the_collector_and_written_after_the_fix(tmp_path):
     """The hub answers 503 with the store's refusal (VIOLATED_CONSTRAINT), which the collector's writer reads as

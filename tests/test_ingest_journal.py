@@ -205,6 +205,41 @@ def test_records_the_store_refuses_for_what_they_hold_are_set_aside_the_rest_ins
 
 
 @pytest.mark.timeout(120)
+def test_set_aside_rows_are_inserted_without_a_restart_once_the_store_takes_them_again(journal_store, tmp_path):
+    """Tried again while running (every 0.5 s here, doubling while refused): refused, they stay aside and the
+    journal goes on; once the constraint is gone, the next try inserts them, and the set-aside spool is empty."""
+    client = storage.connect(journal_store)
+    client.command("DROP TABLE IF EXISTS healing")
+    client.command("CREATE TABLE healing AS inferences")
+    client.command("ALTER TABLE healing ADD CONSTRAINT timed CHECK latency_ms >= 0")
+    mapper = GenAIIngest().mapper
+    untimed = _spans_table(mapper, 0, "healing")
+    latency = untimed.column("latency_ms").to_pylist()
+    latency[5] = -1.0
+    untimed = untimed.set_column(
+        untimed.schema.get_field_index("latency_ms"), "latency_ms", pa.array(latency, pa.float64())
+    )
+    directory = tmp_path / "journal"
+    journal = IngestJournal(directory, client, "healing", set_aside_retry_s=0.5)
+    try:
+        journal.append(untimed)
+        assert journal.wait_empty(60)
+        assert stored(client, "healing", "healing") == (99, 99)
+        time.sleep(2.0)  # tried at 0.5 s and 1.5 s: refused, kept aside, nothing lost
+        journal.append(_spans_table(mapper, 100, "healing"))
+        assert journal.wait_empty(30), "refused tries do not hold back what arrives"
+        assert stored(client, "healing", "healing") == (199, 199)
+        assert metric("driftwarden_ingest_journal_set_aside_bytes", table="healing") > 0
+        client.command("ALTER TABLE healing DROP CONSTRAINT timed")  # the cause fixed, the journal still running
+        assert wait_for(lambda: stored(client, "healing", "healing") == (200, 200), timeout=30)
+        assert wait_for(lambda: metric("driftwarden_ingest_journal_set_aside_bytes", table="healing") == 0, 10)
+    finally:
+        journal.close()
+        client.command("DROP TABLE IF EXISTS healing")
+    assert _set_aside_rows(directory) == []
+
+
+@pytest.mark.timeout(120)
 def test_a_store_refusing_for_its_own_state_never_sets_a_record_aside(journal_store, tmp_path):
     client = storage.connect(journal_store)
     client.command("DROP TABLE IF EXISTS absent")

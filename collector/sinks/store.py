@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from driftwarden.collector.arrow import to_ipc
 from driftwarden.collector.sinks import RejectedBatch
-from driftwarden.collector.spool import SET_ASIDE_AFTER, Spool
+from driftwarden.collector.spool import SET_ASIDE_AFTER, SET_ASIDE_RETRY_S, Spool
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,8 @@ def keep_aside(spool: Spool, part: pa.Table, of: int, what: str, refusal: str, b
         return False
     log.error(
         "the %s refused %d of %d %s %d times for what they hold (%s): set aside in %s, the others are written. "
-        "Fix what the message names (%s) and restart: set-aside rows are retried at every start",
+        "Fix what the message names (%s): set-aside rows are tried again while running (after %.0f s, then twice as "
+        "long after each refusal) and at every start",
         by,
         part.num_rows,
         of,
@@ -111,6 +112,7 @@ def keep_aside(spool: Spool, part: pa.Table, of: int, what: str, refusal: str, b
         refusal,
         spool.directory,
         _FIXES.get(by, _FIXES["store"]),
+        SET_ASIDE_RETRY_S,
     )
     return True
 
