@@ -553,6 +553,7 @@ class Writer:
         stays first)."""
         assert self.sink is not None and self.spool is not None
         refusal = first_line(self._last_sink_error) if self._last_sink_error is not None else ""
+        by = self.sink.name
 
         def write(part: pa.Table) -> None:
             self.sink.write(part)  # type: ignore[union-attr]
@@ -564,10 +565,10 @@ class Writer:
                 if self._set_aside is None:
                     self._set_aside = Spool(self.spool.directory / SET_ASIDE, max_bytes=self.spool.max_bytes)
             except SpoolError as exc:
-                log.error("cannot set aside events the store refuses: %s; their batch stays first in the spool", exc)
+                log.error("cannot set aside events the %s refuses: %s; their batch stays first in the spool", by, exc)
                 return False
             what = f"spooled events of model {self.model}"
-            if not keep_aside(self._set_aside, part, table.num_rows, what, refusal, by=self.sink.name):  # type: ignore[union-attr]
+            if not keep_aside(self._set_aside, part, table.num_rows, what, refusal, by=by):
                 return False
             self._retry.start()
             self._count("set_aside", part.num_rows)
