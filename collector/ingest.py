@@ -36,6 +36,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
 from driftwarden.collector.arrow import GROUND_TRUTH_SCHEMA, REQUIRED, SCHEMA, from_ipc
+from driftwarden.collector.sinks.store import refused_for_its_data, write_around_refusals
 from driftwarden.errors import first_line
 from driftwarden.names import model_name_problem
 
@@ -339,6 +340,16 @@ async def persist(
     return table.num_rows
 
 
+async def persist_around(
+    request: Request, table_name: str, table: pa.Table, *, arrival: Arrival | None = None
+) -> tuple[pa.Table | None, str]:
+    """:func:`persist` with ``coalesce``, for a request that can refuse some of its rows (``POST /v1/traces``: its
+    ``partial_success``): when the store refuses the rows for what they hold (``sinks.store.refused_for_its_data``),
+    the others are inserted around them (``sinks.store.write_around_refusals``). Returns the rows refused (None when
+    none were) and the store's message; a store that fails for its own state raises ``HTTPException(503)``."""
+    return await run_in_threadpool(_insert_coalesced, request.app.state.store, table_name, table, arrival, True)
+
+
 def _insert(client, table_name: str, table: pa.Table) -> None:
     try:
         with store_lock:
@@ -420,7 +431,9 @@ class Arrival:
         self.close()
 
 
-def _insert_coalesced(client, table_name: str, table: pa.Table, arrival: Arrival | None = None) -> None:
+def _insert_coalesced(
+    client, table_name: str, table: pa.Table, arrival: Arrival | None = None, around: bool = False
+) -> tuple[pa.Table | None, str]:
     """Insert ``table``, together with the tables of the same client, target and columns that wait meanwhile.
 
     Group commit: each caller queues its table, then takes ``store_lock``; whoever holds it
@@ -432,6 +445,8 @@ def _insert_coalesced(client, table_name: str, table: pa.Table, arrival: Arrival
     and fewer than ``COALESCE_TARGET_ROWS`` rows wait, the holder of ``store_lock`` first waits for
     them, at most ``COALESCE_LINGER``: it holds ``store_lock`` meanwhile, which delays nobody's rows
     (they would wait for this insert anyway), and the CPU goes to the requests being mapped.
+    With ``around``, a group the store refused for what its rows hold is no failure of each caller's own: each
+    inserts its table alone, and around the rows refused, which it returns (see :func:`persist_around`).
     """
     mine = _Waiting(client, table_name, table)
     with _waiting_lock:
@@ -468,5 +483,36 @@ def _insert_coalesced(client, table_name: str, table: pa.Table, arrival: Arrival
             finally:
                 for waiting in group:
                     waiting.done = True
-    if mine.error is not None:
-        raise _unavailable(mine.error) from None
+    if mine.error is None:
+        return None, ""
+    if around and refused_for_its_data(mine.error):
+        return _insert_around(client, table_name, table)
+    raise _unavailable(mine.error) from None
+
+
+def _insert_around(client, table_name: str, table: pa.Table) -> tuple[pa.Table | None, str]:
+    """``table`` inserted alone, and if the store refuses it for what it holds, in halves around the rows it refuses;
+    (those rows or None, the store's first refusal)."""
+    refusal: list[str] = []
+
+    def insert(part: pa.Table) -> None:
+        try:
+            with store_lock:
+                client.insert_arrow(table_name, part, settings=COALESCED_INSERT)
+        except Exception as exc:
+            refusal.append(first_line(exc))
+            raise
+
+    refused: list[pa.Table] = []
+    try:
+        try:
+            insert(table)
+            return None, ""
+        except Exception as exc:
+            if not refused_for_its_data(exc):
+                raise
+        write_around_refusals(table, insert, lambda part: refused.append(part) is None)
+    except Exception as exc:
+        log.exception("inserting %d rows into %s around the rows the store refuses failed", table.num_rows, table_name)
+        raise _unavailable(exc) from None
+    return (pa.concat_tables(refused) if refused else None), refusal[0]

@@ -388,6 +388,35 @@ def test_absurd_tokens_and_negative_durations_are_rejected_and_the_valid_spans_k
     assert kept == [spans[0].span_id.hex(), spans[4].span_id.hex()]
 
 
+def test_without_a_journal_calls_the_store_refuses_are_rejected_and_the_others_of_the_request_stored(engine_dir):
+    """A constraint added to the table refuses two calls of twenty (VIOLATED_CONSTRAINT); the hub answers without a
+    journal (each request waits for its insert): 200, the two in ``partial_success`` with the store's reason, the
+    eighteen others stored, and only their tokens on /metrics. Before, the whole request was answered 503, and
+    refused again at every retry of the exporter."""
+    client = storage.connect(module_store_url(engine_dir, "otlp_refused"))
+    client.command("ALTER TABLE inferences ADD CONSTRAINT bounded CHECK prompt_tokens < 5000")
+    served = Served(hub_app(client))
+    try:
+        start = time.time_ns() - 10**10
+        spans = [genai_span(900 + i, "refused-model", start=start + i, tokens=(10, 1)) for i in range(20)]
+        for i in (4, 13):
+            spans[i] = genai_span(900 + i, "refused-model", start=start + i, tokens=(6000, 1))
+        before = samples(served.url, "gen_ai_client_token_usage_sum", gen_ai_request_model="refused-model")
+        answer = post(served.url, export_request(spans).SerializeToString())
+        assert answer.status_code == 200, answer.text
+        result = ExportTraceServiceResponse.FromString(answer.content)
+        assert result.partial_success.rejected_spans == 2
+        assert "2 span(s): the store refused them for what they hold" in result.partial_success.error_message
+        assert "bounded" in result.partial_success.error_message
+        kept = {r["span_id"] for r in rows(client, "model = 'refused-model'")}
+        assert kept == {span.span_id.hex() for i, span in enumerate(spans) if i not in (4, 13)}
+        after = samples(served.url, "gen_ai_client_token_usage_sum", gen_ai_request_model="refused-model")
+        assert after - before == 18 * (10 + 1), "the refused calls are not counted"
+    finally:
+        served.close()
+        client.command("ALTER TABLE inferences DROP CONSTRAINT bounded")
+
+
 def test_ten_thousand_spans_in_one_request_are_all_stored_and_counted(hub, store_client):
     start = time.time_ns() - 10**10
     spans = [

@@ -72,6 +72,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue as _KEY_VALUE
 
 from driftwarden.collector.arrow import SCHEMA
@@ -243,6 +244,19 @@ class SpanBatch:
     def reject(self, reason: str) -> None:
         self.rejected += 1
         self.reasons[reason] += 1
+
+    def take_out(self, refused: pa.Table, reason: str) -> None:
+        """Take the calls of ``refused`` (rows of :attr:`table`, by event id) out of the batch, as rejected spans."""
+        assert self.table is not None
+        keep = pc.invert(pc.is_in(self.table.column("event_id"), value_set=refused.column("event_id").combine_chunks()))
+        mask = np.asarray(keep)
+        self.table = self.table.filter(keep)
+        for name in Calls.__dataclass_fields__:
+            values = getattr(self.calls, name)
+            setattr(self.calls, name, [value for value, kept in zip(values, mask, strict=True) if kept])
+        taken = len(mask) - int(mask.sum())
+        self.rejected += taken
+        self.reasons[reason] += taken
 
     def message(self) -> str:
         """The ``partial_success.error_message``: every reason with its count."""

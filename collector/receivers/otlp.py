@@ -9,7 +9,9 @@ language-model calls (``collector.receivers.genai_spans``); other spans are coun
 Answers, in the content type of the request:
 
 * 200 with an ``ExportTraceServiceResponse``; its ``partial_success`` gives the number of
-  rejected spans and why, when some were (the others are stored);
+  rejected spans and why, when some were (the others are stored): spans the mapping refuses
+  (``genai_spans``), and, without a journal, calls the store refuses for what they hold (a
+  constraint, a column it lacks), around which the others are inserted;
 * 400 with a ``google.rpc.Status`` for a body that does not decode (truncated protobuf,
   invalid JSON, a gzip stream that does not inflate); nothing is stored;
 * 413 for a body larger than ``genai.max_request_bytes`` (default 20 MiB, the OpenTelemetry
@@ -19,9 +21,10 @@ Answers, in the content type of the request:
 
 With the hub's ingest journal (``app.state.otlp_journal``, ``collector.ingest_journal``: by default
 beside an embedded store), a request is answered once its calls are ``fsync``'d there; a thread of the
-journal inserts them, in large groups. Without it, persistence goes through the hub's one ingest
-function (``collector.ingest.persist``), the same as ``POST /v1/events``; both are guarded by the same
-ingest token (``collector.hub_app``); requests
+journal inserts them, in large groups (calls the store refuses are set aside there and tried again). Without
+it, persistence goes through the hub's one ingest function (``collector.ingest.persist_around``, as
+``POST /v1/events`` goes through ``persist``); both are guarded by the same ingest token (``collector.hub_app``);
+requests
 that wait for the store at the same time are written in one insert (``coalesce=True``), each
 answered once its calls are stored; a request announces its calls while it decodes them
 (``ingest.Arrival``), so that an insert about to start can wait briefly to take them too. The
@@ -54,7 +57,7 @@ from prometheus_client import Counter, Histogram
 
 from driftwarden.collector.genai_config import GenAIConfig
 from driftwarden.collector.genai_metrics import GenAIRecorder
-from driftwarden.collector.ingest import Arrival, persist, read_limited
+from driftwarden.collector.ingest import Arrival, persist_around, read_limited
 from driftwarden.collector.ingest_journal import IngestJournal, JournalFull
 from driftwarden.collector.metrics import LATENCY_BUCKETS, REGISTRY
 from driftwarden.collector.processors.redaction import Redactor
@@ -167,7 +170,9 @@ async def post_traces(request: Request) -> Response:
             with Arrival() as arrival:  # an insert about to start may wait for these calls (group commit)
                 batch = await run_in_threadpool(_decode_and_map, body, as_json, ingest)
                 if batch.stored:
-                    await persist(request, "inferences", batch.table, coalesce=True, arrival=arrival)
+                    refused, refusal = await persist_around(request, "inferences", batch.table, arrival=arrival)
+                    if refused is not None:  # the others are stored: these are answered as rejected
+                        batch.take_out(refused, f"the store refused them for what they hold ({refusal})")
             if batch.stored:
                 await run_in_threadpool(ingest.recorder.observe_calls, batch.calls)
         spans_received.labels("stored").inc(batch.stored)
