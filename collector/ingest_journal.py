@@ -56,8 +56,8 @@ from driftwarden.collector.spool import (
     RetryClock,
     Spool,
     SpoolError,
-    first_record,
     move_records,
+    try_oldest,
 )
 from driftwarden.errors import first_line
 
@@ -269,21 +269,15 @@ class IngestJournal:
 
     def _probe_set_aside(self) -> None:
         """Insert the oldest set-aside record again: taken, journal every set-aside record again (that one's rows are
-        then inserted twice, stored once: event ids); refused, try again twice as long after (:class:`RetryClock`)."""
-        payload = first_record(self.set_aside)
-        if payload is None:
-            self._retry.stop()
-            return
-        try:
+        then inserted twice, stored once: event ids); refused, try again twice as long after (``spool.try_oldest``)."""
+
+        def insert(payload: bytes) -> None:
             table = from_ipc(payload)
             with store_lock:
                 self.client.insert_arrow(self.table_name, table, settings=COALESCED_INSERT)
-        except Exception as exc:
-            self._retry.refused()
-            log.info("ingest journal %s: the set-aside rows are still refused (%s)", self.directory, first_line(exc))
-            return
-        self._retry.stop()
-        self._retry_set_aside()
+
+        if try_oldest(self.set_aside, self._retry, insert, f"the set-aside rows of ingest journal {self.directory}"):
+            self._retry_set_aside()
 
     # -- inserting -----------------------------------------------------------------------------
 

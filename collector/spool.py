@@ -32,11 +32,11 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from driftwarden.errors import UserError
+from driftwarden.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,24 @@ def first_record(spool: Spool) -> bytes | None:
         for record in spool.read(segment):
             return record.payload
     return None
+
+
+def try_oldest(set_aside: Spool | None, clock: RetryClock, write: Callable[[bytes], object], what: str) -> bool:
+    """A due try of set-aside records: ``write`` the payload of the oldest. True when it was taken (the caller then
+    moves every record back); False when there is none (the clock stops), or when it was refused again (the clock
+    waits twice as long; logged, naming ``what``)."""
+    payload = first_record(set_aside) if set_aside is not None else None
+    if payload is None:
+        clock.stop()
+        return False
+    try:
+        write(payload)
+    except Exception as exc:
+        clock.refused()
+        log.info("%s are still refused (%s)", what, first_line(exc))
+        return False
+    clock.stop()
+    return True
 
 
 @dataclass(frozen=True)

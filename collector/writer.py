@@ -71,8 +71,8 @@ from driftwarden.collector.spool import (
     RetryClock,
     Spool,
     SpoolError,
-    first_record,
     move_records,
+    try_oldest,
 )
 from driftwarden.errors import first_line
 
@@ -163,6 +163,7 @@ class Writer:
         self._refusals: tuple[tuple | None, int] = (None, 0)  # spool position of a batch refused for its data, times
         self._set_aside: Spool | None = None  # <spool>/set-aside, opened when it exists or is needed
         self._retry = RetryClock(set_aside_retry_s)  # when to try set-aside batches again; the replayer's only
+        self._aside_what = f"the set-aside events of model {model}"
         sink_name = sink.name if sink is not None else "none"
         # Children resolved once: labels() costs a dict lookup and a lock per call.
         self._m_captured = metrics.events_captured.labels(model)
@@ -603,20 +604,11 @@ class Writer:
     def _probe_set_aside(self) -> None:
         """Write the oldest set-aside batch again: taken, move every set-aside batch back into the spool (that one's
         events are then written twice, stored once: event ids); refused, try again twice as long after
-        (``spool.RetryClock``)."""
-        assert self.sink is not None
-        payload = first_record(self._set_aside) if self._set_aside is not None else None
-        if payload is None:
-            self._retry.stop()
-            return
-        try:
-            self.sink.write(from_ipc(payload))
-        except Exception as exc:
-            self._retry.refused()
-            log.info("the set-aside events of model %s are still refused (%s)", self.model, first_line(exc))
-            return
-        self._retry.stop()
-        self._retry_set_aside()
+        (``spool.try_oldest``)."""
+        sink = self.sink
+        assert sink is not None
+        if try_oldest(self._set_aside, self._retry, lambda payload: sink.write(from_ipc(payload)), self._aside_what):
+            self._retry_set_aside()
 
     # -- helpers -------------------------------------------------------------------------------
 
