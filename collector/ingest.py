@@ -504,6 +504,11 @@ def _insert_around(client, table_name: str, table: pa.Table) -> tuple[pa.Table |
             raise
 
     refused: list[pa.Table] = []
+
+    def keep(part: pa.Table) -> bool:  # answered as rejected: nothing to write to disk
+        refused.append(part)
+        return True
+
     try:
         try:
             insert(table)
@@ -511,7 +516,7 @@ def _insert_around(client, table_name: str, table: pa.Table) -> tuple[pa.Table |
         except Exception as exc:
             if not refused_for_its_data(exc):
                 raise
-        write_around_refusals(table, insert, lambda part: refused.append(part) is None)
+        write_around_refusals(table, insert, keep)
     except Exception as exc:
         log.exception("inserting %d rows into %s around the rows the store refuses failed", table.num_rows, table_name)
         raise _unavailable(exc) from None
