@@ -493,15 +493,10 @@ def _insert_coalesced(
 def _insert_around(client, table_name: str, table: pa.Table) -> tuple[pa.Table | None, str]:
     """``table`` inserted alone, and if the store refuses it for what it holds, in halves around the rows it refuses;
     (those rows or None, the store's first refusal)."""
-    refusal: list[str] = []
 
     def insert(part: pa.Table) -> None:
-        try:
-            with store_lock:
-                client.insert_arrow(table_name, part, settings=COALESCED_INSERT)
-        except Exception as exc:
-            refusal.append(first_line(exc))
-            raise
+        with store_lock:
+            client.insert_arrow(table_name, part, settings=COALESCED_INSERT)
 
     refused: list[pa.Table] = []
 
@@ -516,8 +511,9 @@ def _insert_around(client, table_name: str, table: pa.Table) -> tuple[pa.Table |
         except Exception as exc:
             if not refused_for_its_data(exc):
                 raise
+            refusal = first_line(exc)
         write_around_refusals(table, insert, keep)
     except Exception as exc:
         log.exception("inserting %d rows into %s around the rows the store refuses failed", table.num_rows, table_name)
         raise _unavailable(exc) from None
-    return (pa.concat_tables(refused) if refused else None), refusal[0]
+    return (pa.concat_tables(refused) if refused else None), refusal

@@ -272,9 +272,7 @@ class IngestJournal:
         then inserted twice, stored once: event ids); refused, try again twice as long after (``spool.try_oldest``)."""
 
         def insert(payload: bytes) -> None:
-            table = from_ipc(payload)
-            with store_lock:
-                self.client.insert_arrow(self.table_name, table, settings=COALESCED_INSERT)
+            self._insert(from_ipc(payload))
 
         if try_oldest(self.set_aside, self._retry, insert, f"the set-aside rows of ingest journal {self.directory}"):
             self._retry_set_aside()
@@ -293,9 +291,7 @@ class IngestJournal:
                 continue
             rows = sum(table.num_rows for _, table, _ in group)
             try:
-                combined = group[0][1] if len(group) == 1 else pa.concat_tables([table for _, table, _ in group])
-                with store_lock:
-                    self.client.insert_arrow(self.table_name, combined, settings=COALESCED_INSERT)
+                self._insert(group[0][1] if len(group) == 1 else pa.concat_tables([table for _, table, _ in group]))
             except Exception as exc:
                 journal_inserts.labels(self.table_name, "failed").inc()
                 # a group is retried a record at a time; a record alone that the store refuses for what it holds
@@ -321,15 +317,15 @@ class IngestJournal:
             journal_inserts.labels(self.table_name, "ok").inc()
             self._inserted(group, rows)
 
+    def _insert(self, table: pa.Table) -> None:
+        with store_lock:
+            self.client.insert_arrow(self.table_name, table, settings=COALESCED_INSERT)
+
     def _insert_around(self, entry: tuple[Path, pa.Table, float], exc: Exception) -> bool:
         """Insert a record the store keeps refusing for what it holds around its refused rows, which are set aside
         (``sinks.store.write_around_refusals``); False when that fails (the record then stays first)."""
         table = entry[1]
         refusal = first_line(exc)
-
-        def insert(part: pa.Table) -> None:
-            with store_lock:
-                self.client.insert_arrow(self.table_name, part, settings=COALESCED_INSERT)
 
         def put_aside(part: pa.Table) -> bool:
             if not keep_aside(self.set_aside, part, table.num_rows, f"journaled rows of {self.table_name}", refusal):
@@ -340,7 +336,7 @@ class IngestJournal:
             return True
 
         try:
-            done = write_around_refusals(table, insert, put_aside)
+            done = write_around_refusals(table, self._insert, put_aside)
         except Exception as failure:
             log.error("inserting a refused record's rows one part at a time failed (%s)", first_line(failure))
             return False
@@ -356,9 +352,10 @@ class IngestJournal:
             if backoff and self._cond.wait_for(lambda: self._closing, backoff):
                 return None
             while not (self._queue or self._closing):
-                if self._retry.due():
+                remaining = self._retry.remaining()  # None: no try scheduled (only this thread schedules one)
+                if remaining is not None and remaining <= 0:
                     return []
-                self._cond.wait(1.0)
+                self._cond.wait(remaining)
             if not self._queue:
                 return None
             if alone:

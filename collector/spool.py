@@ -72,8 +72,13 @@ class RetryClock:
         if self._at is None:
             self._at = time.monotonic() + self._interval
 
+    def remaining(self) -> float | None:
+        """Seconds until the next try (0 or less: due), None when none is scheduled."""
+        return None if self._at is None else self._at - time.monotonic()
+
     def due(self) -> bool:
-        return self._at is not None and time.monotonic() >= self._at
+        remaining = self.remaining()
+        return remaining is not None and remaining <= 0
 
     def refused(self) -> None:
         """The try failed: the next one after twice the interval."""
