@@ -15,6 +15,7 @@ the operator writes here). Example::
         support-bot: support
       store_content: true          # keep gen_ai.input/output.messages (after redaction) when spans carry them
       redaction: {mode: hash}      # the collector's redaction rules (collector/README.md)
+      grpc_listen: 0.0.0.0:4317    # OTLP/gRPC too (TraceService/Export), beside POST /v1/traces; off by default
       journal: true                # POST /v1/traces answers once the calls are fsync'd in a journal (below)
       journal_dir: /var/lib/driftwarden/otlp-journal   # default: beside an embedded store
       journal_max_bytes: 268435456 # 503 (retry later) once this much waits for the store
@@ -87,6 +88,14 @@ class GenAIConfig(BaseModel):
         ),
     )
 
+    grpc_listen: str | None = Field(
+        default=None,
+        description=(
+            "HOST:PORT of the OTLP/gRPC trace receiver (TraceService/Export; 0.0.0.0:4317 by convention) beside "
+            "POST /v1/traces, in `driftwarden api` and `up`; none (the default): no gRPC listener"
+        ),
+    )
+
     journal: bool = Field(
         default=True,
         description=(
@@ -111,6 +120,15 @@ class GenAIConfig(BaseModel):
             problem = model_name_problem(model)
             if problem:
                 raise ValueError(f"service {service!r} maps to model {model!r}, which is refused: {problem}")
+        return value
+
+    @field_validator("grpc_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        from driftwarden.collector.config import parse_host_port
+
+        if value is not None:
+            parse_host_port(value)  # ValueError: HOST:PORT expected
         return value
 
     @field_validator("redaction")

@@ -47,6 +47,7 @@ def create_app(
     )
     app.state.store = client
     token = ingest_token or os.environ.get(INGEST_TOKEN_ENV) or None
+    app.state.ingest_token = token
     app.state.ingest_protected = token is not None
     app.include_router(ingest_router, dependencies=[Depends(bearer_guard(token))])
     app.state.genai = GenAIIngest(genai)
@@ -70,9 +71,25 @@ def create_app(
     return app
 
 
+def start_otlp_grpc(app: FastAPI, listen: str) -> int:
+    """Serve OTLP/gRPC (``collector.receivers.otlp_grpc``) on ``listen`` beside the app's ``POST /v1/traces``, with
+    its token, configuration, store and journal; returns the port bound. :func:`close_ingest` stops it."""
+    from driftwarden.collector.receivers.otlp_grpc import OTLPGrpcServer
+
+    server = OTLPGrpcServer(app, listen)
+    port = server.start()
+    app.state.otlp_grpc = server
+    return port
+
+
 def close_ingest(app: FastAPI, timeout: float = 10.0) -> None:
-    """Once the server stopped: insert what the OTLP journal holds (within ``timeout``; the rest is inserted at the
-    next start) and release its directory."""
+    """Once the server stopped: stop the OTLP/gRPC receiver (calls in progress finish, within ``timeout``), insert
+    what the OTLP journal holds (within ``timeout``; the rest is inserted at the next start) and release its
+    directory."""
+    grpc_server = getattr(app.state, "otlp_grpc", None)
+    if grpc_server is not None:
+        grpc_server.stop(timeout)
+        app.state.otlp_grpc = None
     if app.state.otlp_journal is not None:
         app.state.otlp_journal.close(timeout)
 

@@ -340,14 +340,15 @@ async def persist(
     return table.num_rows
 
 
-async def persist_around(
-    request: Request, table_name: str, table: pa.Table, *, arrival: Arrival | None = None
+def insert_around(
+    client, table_name: str, table: pa.Table, *, arrival: Arrival | None = None
 ) -> tuple[pa.Table | None, str]:
-    """:func:`persist` with ``coalesce``, for a request that can refuse some of its rows (``POST /v1/traces``: its
-    ``partial_success``): when the store refuses the rows for what they hold (``sinks.store.refused_for_its_data``),
-    the others are inserted around them (``sinks.store.write_around_refusals``). Returns the rows refused (None when
-    none were) and the store's message; a store that fails for its own state raises ``HTTPException(503)``."""
-    return await run_in_threadpool(_insert_coalesced, request.app.state.store, table_name, table, arrival, True)
+    """The insert of :func:`persist` with ``coalesce``, blocking (call it off the event loop), for a request that
+    can refuse some of its rows (an OTLP export: its ``partial_success``): when the store refuses the rows for what
+    they hold (``sinks.store.refused_for_its_data``), the others are inserted around them
+    (``sinks.store.write_around_refusals``). Returns the rows refused (None when none were) and the store's
+    message; a store that fails for its own state raises ``HTTPException(503)``."""
+    return _insert_coalesced(client, table_name, table, arrival, True)
 
 
 def _insert(client, table_name: str, table: pa.Table) -> None:
@@ -446,7 +447,7 @@ def _insert_coalesced(
     them, at most ``COALESCE_LINGER``: it holds ``store_lock`` meanwhile, which delays nobody's rows
     (they would wait for this insert anyway), and the CPU goes to the requests being mapped.
     With ``around``, a group the store refused for what its rows hold is no failure of each caller's own: each
-    inserts its table alone, and around the rows refused, which it returns (see :func:`persist_around`).
+    inserts its table alone, and around the rows refused, which it returns (see :func:`insert_around`).
     """
     mine = _Waiting(client, table_name, table)
     with _waiting_lock:

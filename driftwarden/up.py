@@ -216,6 +216,7 @@ class Addresses:
 
     api: tuple[str, int] | None = None
     collectors: dict[int, tuple[str, int]] = field(default_factory=dict)  # index in config.collectors
+    otlp_grpc: tuple[str, int] | None = None  # genai.grpc_listen, when set
 
     def api_url(self) -> str:
         assert self.api is not None
@@ -337,6 +338,8 @@ class Platform:
             f"  ingest: POST {api}/v1/events (collectors' batches), POST {api}/v1/ground-truth (labels), "
             f"POST {api}/v1/traces (OTLP spans)"
         )
+        if self.addresses.otlp_grpc is not None:
+            self.announce(f"  OTLP/gRPC traces: {_hostport(*self.addresses.otlp_grpc)} (TraceService/Export)")
         when = f"every {int(every.total_seconds())} s" if self.run_scheduler else "driven by the caller"
         self.announce(f"  detectors: models {models}; {when}")
 
@@ -439,6 +442,13 @@ class Platform:
         journal_dir = journal_directory(self.config.genai, self.config.store_url)  # POST /v1/traces answers from it
         app = create_app(self.store_client(), genai=self.config.genai, journal_dir=journal_dir)
         app.include_router(create_router(self.config.api.settings))
+        listen = self.config.genai.grpc_listen
+        if listen:  # OTLP/gRPC beside POST /v1/traces; close_ingest stops it
+            from driftwarden.collector.config import parse_host_port
+            from driftwarden.collector.hub_app import start_otlp_grpc
+
+            self.app = app
+            self.addresses.otlp_grpc = (parse_host_port(listen)[0], start_otlp_grpc(app, listen))
         merged = MergedRegistry(COLLECTOR_REGISTRY, self.exporter.registry)
 
         @app.get("/metrics", include_in_schema=False)

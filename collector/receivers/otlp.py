@@ -22,16 +22,15 @@ Answers, in the content type of the request:
 With the hub's ingest journal (``app.state.otlp_journal``, ``collector.ingest_journal``: by default
 beside an embedded store), a request is answered once its calls are ``fsync``'d there; a thread of the
 journal inserts them, in large groups (calls the store refuses are set aside there and tried again). Without
-it, persistence goes through the hub's one ingest function (``collector.ingest.persist_around``, as
-``POST /v1/events`` goes through ``persist``); both are guarded by the same ingest token (``collector.hub_app``);
-requests
-that wait for the store at the same time are written in one insert (``coalesce=True``), each
-answered once its calls are stored; a request announces its calls while it decodes them
-(``ingest.Arrival``), so that an insert about to start can wait briefly to take them too. The
-GenAI metrics (``collector.genai_metrics``) are observed once the calls are stored (or journaled). Decoding
-and mapping run on the thread pool, not on the event loop; the protobuf is decoded on protobuf's
-upb backend with ``opentelemetry-proto``'s descriptors, the span attributes as their encoded
-``KeyValue``, each distinct one decoded by ``opentelemetry-proto``'s class once
+it, the calls go through the hub's group-commit insert (``collector.ingest.insert_around``, the insert of
+``persist`` that ``POST /v1/events`` goes through): requests that wait for the store at the same time are
+written in one insert, each answered once its calls are stored; a request announces its calls while it
+decodes them (``ingest.Arrival``), so that an insert about to start can wait briefly to take them too. Both
+are guarded by the same ingest token (``collector.hub_app``). The GenAI metrics (``collector.genai_metrics``)
+are observed once the calls are stored (or journaled). All of it (:func:`export`, shared with the OTLP/gRPC
+receiver, ``collector.receivers.otlp_grpc``) runs on the thread pool, not on the event loop; the protobuf is
+decoded on protobuf's upb backend with ``opentelemetry-proto``'s descriptors, the span attributes as their
+encoded ``KeyValue``, each distinct one decoded by ``opentelemetry-proto``'s class once
 (``genai_spans.TRACES_VIEW``); an OTLP/JSON body with ``opentelemetry-proto``'s messages.
 """
 
@@ -57,7 +56,7 @@ from prometheus_client import Counter, Histogram
 
 from driftwarden.collector.genai_config import GenAIConfig
 from driftwarden.collector.genai_metrics import GenAIRecorder
-from driftwarden.collector.ingest import Arrival, persist_around, read_limited
+from driftwarden.collector.ingest import Arrival, insert_around, read_limited
 from driftwarden.collector.ingest_journal import IngestJournal, JournalFull
 from driftwarden.collector.metrics import LATENCY_BUCKETS, REGISTRY
 from driftwarden.collector.processors.redaction import Redactor
@@ -79,8 +78,9 @@ spans_received = Counter(
 )
 requests_received = Counter(
     "driftwarden_otlp_requests",
-    "OTLP export requests by HTTP status answered",
-    ["status"],
+    "OTLP export requests by HTTP status answered (an OTLP/gRPC answer: the HTTP status of the same meaning) and "
+    "transport (http | grpc)",
+    ["status", "transport"],
     registry=REGISTRY,
 )
 request_duration = Histogram(
@@ -161,34 +161,16 @@ async def post_traces(request: Request) -> Response:
                 f"content-type {content_type or '(none)'!r} is not accepted; send {PROTOBUF} or {JSON} (OTLP/HTTP)",
             )
         ingest = genai_ingest(request)
-        limit = ingest.config.max_request_bytes
-        body = await read_body(request, limit)
-        journal = request.app.state.otlp_journal
-        if journal is not None:  # answered once journaled; the journal's thread inserts (collector.ingest_journal)
-            batch = await run_in_threadpool(_decode_map_and_journal, body, as_json, ingest, journal)
-        else:
-            with Arrival() as arrival:  # an insert about to start may wait for these calls (group commit)
-                batch = await run_in_threadpool(_decode_and_map, body, as_json, ingest)
-                if batch.stored:
-                    refused, refusal = await persist_around(request, "inferences", batch.table, arrival=arrival)
-                    if refused is not None:  # the others are stored: these are answered as rejected
-                        batch.take_out(refused, f"the store refused them for what they hold ({refusal})")
-            if batch.stored:
-                await run_in_threadpool(ingest.recorder.observe_calls, batch.calls)
-        spans_received.labels("stored").inc(batch.stored)
-        spans_received.labels("not_genai").inc(batch.not_genai)
-        spans_received.labels("rejected").inc(batch.rejected)
-        answer = ExportTraceServiceResponse()
-        if batch.rejected:
-            answer.partial_success.rejected_spans = batch.rejected
-            answer.partial_success.error_message = batch.message()
+        body = await read_body(request, ingest.config.max_request_bytes)
+        state = request.app.state
+        answer = await run_in_threadpool(export, body, as_json, ingest, state.store, state.otlp_journal)
         status, payload = 200, answer
     except OTLPError as exc:
         status, payload = exc.http_status, status_pb2.Status(code=exc.rpc_code, message=exc.message)
     except HTTPException as exc:  # from the ingest function: the store did not take the batch
         code = _RPC_UNAVAILABLE if exc.status_code >= 500 else _RPC_INVALID_ARGUMENT
         status, payload = exc.status_code, status_pb2.Status(code=code, message=str(exc.detail))
-    requests_received.labels(str(status)).inc()
+    requests_received.labels(str(status), "http").inc()
     request_duration.observe(time.perf_counter() - started)
     return encode(payload, status, as_json)
 
@@ -227,6 +209,35 @@ async def read_body(request: Request, limit: int) -> bytes:
         if not inflater.eof:
             raise OTLPError(400, _RPC_INVALID_ARGUMENT, "the gzip body is truncated")
     return body
+
+
+def export(
+    body: bytes, as_json: bool, ingest: GenAIIngest, store: Any, journal: IngestJournal | None
+) -> ExportTraceServiceResponse:
+    """One export request, whatever carried it (``POST /v1/traces``, or OTLP/gRPC: ``otlp_grpc``): its spans decoded
+    and mapped, the calls journaled (``journal``) or stored into ``store`` around the ones it refuses, observed in
+    the GenAI metrics, the spans counted; the answer, with ``partial_success`` when spans were rejected. Raises
+    :class:`OTLPError` (a body that does not decode, a full journal) or ``HTTPException`` (503: the store did not
+    take the calls). Blocking: run it off the event loop."""
+    if journal is not None:  # answered once journaled; the journal's thread inserts (collector.ingest_journal)
+        batch = _decode_map_and_journal(body, as_json, ingest, journal)
+    else:
+        with Arrival() as arrival:  # an insert about to start may wait for these calls (group commit)
+            batch = _decode_and_map(body, as_json, ingest)
+            if batch.stored:
+                refused, refusal = insert_around(store, "inferences", batch.table, arrival=arrival)
+                if refused is not None:  # the others are stored: these are answered as rejected
+                    batch.take_out(refused, f"the store refused them for what they hold ({refusal})")
+        if batch.stored:
+            ingest.recorder.observe_calls(batch.calls)
+    spans_received.labels("stored").inc(batch.stored)
+    spans_received.labels("not_genai").inc(batch.not_genai)
+    spans_received.labels("rejected").inc(batch.rejected)
+    answer = ExportTraceServiceResponse()
+    if batch.rejected:
+        answer.partial_success.rejected_spans = batch.rejected
+        answer.partial_success.error_message = batch.message()
+    return answer
 
 
 def _decode_and_map(body: bytes, as_json: bool, ingest: GenAIIngest) -> SpanBatch:
