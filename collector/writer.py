@@ -555,11 +555,12 @@ class Writer:
         assert self.sink is not None and self.spool is not None
         refusal = first_line(self._last_sink_error) if self._last_sink_error is not None else ""
         by = self.sink.name
+        written = 0  # counted once the batch is done: a write-around that fails half-way is done again whole
 
         def write(part: pa.Table) -> None:
+            nonlocal written
             self.sink.write(part)  # type: ignore[union-attr]
-            self._count("replayed", part.num_rows)
-            self._m_written.inc(part.num_rows)
+            written += part.num_rows
 
         def put_aside(part: pa.Table) -> bool:
             try:
@@ -580,9 +581,19 @@ class Writer:
         try:
             done = write_around_refusals(table, write, put_aside)
         except Exception as exc:
+            log.warning(
+                "writing a spooled batch of %d events around the events the %s refuses failed, it stays first in the "
+                "spool (the events written meanwhile are stored once): %s",
+                table.num_rows,
+                by,
+                first_line(exc),
+            )
             self._last_sink_error = exc
             return False
         self._refusals = (None, 0)
+        if done:
+            self._count("replayed", written)
+            self._m_written.inc(written)
         return done
 
     def _retry_set_aside(self) -> None:

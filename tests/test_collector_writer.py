@@ -221,6 +221,41 @@ def test_an_event_the_store_refuses_for_what_it_holds_is_set_aside_the_rest_writ
 
 
 @pytest.mark.timeout(120)
+def test_a_write_around_that_fails_half_way_counts_each_event_written_once(store, store_url, tmp_path, caplog):
+    """A constraint refuses one event of a batch of 40, so the batch is written around it; half-way, a materialized
+    view's throwIf fails the write of the other half (an error of the store's, not of the events). The write-around
+    is done again whole once the view is gone: events_written counts the 39 events once, although the first pieces
+    went to the store twice (stored once: event ids)."""
+    store.command("ALTER TABLE inferences ADD CONSTRAINT positive CHECK num_values[1] >= 0")
+    store.command(
+        "CREATE MATERIALIZED VIEW half_way ENGINE = Null AS "
+        "SELECT throwIf(has(num_values, 1e9), 'the store failed half-way') AS failed FROM inferences"
+    )
+    events = _events(40, model="around-twice")
+    events[5].num_values = [-1.0]  # refused for what it holds: the batch is written around it
+    events[30].num_values = [1e9]  # fails the second half's write while the view exists
+    written = ("driftwarden_collector_events_written_total", {"model": "around-twice"})
+    writer = open_writer(model="around-twice", store=store_url, spool_dir=tmp_path / "spool", batch_events=40)
+    caplog.set_level("WARNING", logger="driftwarden.collector")
+    try:
+        writer.start()
+        for event in events:
+            writer.submit(event)
+        assert wait_for(lambda: "around the events the store refuses failed" in caplog.text, timeout=60)
+        assert "the store failed half-way" in caplog.text
+        assert _count(store, "around-twice")[0] >= 10, "pieces of the first half were written"
+        store.command("DROP VIEW half_way")  # the store recovers
+        assert wait_for(lambda: writer.stats().set_aside == 1 and writer.stats().spool_bytes == 0, timeout=60)
+    finally:
+        stats = writer.close()
+        store.command("DROP VIEW IF EXISTS half_way")
+        store.command("ALTER TABLE inferences DROP CONSTRAINT IF EXISTS positive")
+    assert _count(store, "around-twice") == (39, 39)
+    assert metrics.REGISTRY.get_sample_value(*written) == 39, "each event counted once"
+    assert stats.dropped == {}
+
+
+@pytest.mark.timeout(120)
 def test_set_aside_events_are_written_without_a_restart_once_the_store_takes_them_again(store, store_url, tmp_path):
     """Tried again while the writer runs (every 0.5 s here, doubling while refused): once the constraint is gone,
     the next try writes the set-aside event, and the set-aside spool is empty."""
