@@ -109,15 +109,25 @@ http {{
         self.directory = directory
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.upstream = upstream
         directory.mkdir(parents=True, exist_ok=True)
         # started by root, nginx's workers would be nobody, who cannot write the temporary files of large bodies
         user = f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};\n"
-        (directory / "nginx.conf").write_text(
-            self.CONF.format(
-                user=user if os.geteuid() == 0 else "", dir=directory, port=self.port, limit=limit, upstream=upstream
-            )
-        )
+        self._user = user if os.geteuid() == 0 else ""
+        self._write_conf(limit)
         self.process: subprocess.Popen | None = None
+
+    def _write_conf(self, limit: str) -> None:
+        conf = self.CONF.format(
+            user=self._user, dir=self.directory, port=self.port, limit=limit, upstream=self.upstream
+        )
+        (self.directory / "nginx.conf").write_text(conf)
+
+    def change_limit(self, limit: str) -> None:
+        """Restart with ``client_max_body_size limit`` on the same port (an ingress reconfigured)."""
+        self.stop()
+        self._write_conf(limit)
+        self.start()
 
     def start(self) -> BodyLimitProxy:
         from driftwarden.collector.edge.supervisor import find_nginx

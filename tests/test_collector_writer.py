@@ -16,6 +16,7 @@ import pytest
 from driftwarden.collector import metrics
 from driftwarden.collector.arrow import from_ipc, to_table
 from driftwarden.collector.event import Event
+from driftwarden.collector.sinks.hub import HubSink
 from driftwarden.collector.sinks.store import StoreSink, write_around_refusals
 from driftwarden.collector.spool import SET_ASIDE, Spool
 from driftwarden.collector.writer import open_writer
@@ -379,6 +380,41 @@ def test_a_hub_behind_a_proxy_with_a_body_limit_gets_every_batch_in_pieces_under
     assert 1 <= first_stored <= 8, "a few 413s, halving the first batch, until a piece passed"
     assert set(statuses[first_stored:]) == {"200"}, "then every piece was cut under the limit beforehand"
     assert len(statuses) >= 2000 * 400 // (32 * 1024), "as many pieces as 32 KiB bodies need, at least"
+
+
+@pytest.mark.timeout(240)
+def test_the_hub_sink_tries_whole_batches_again_once_the_limit_it_learned_is_old(tmp_path):
+    """A proxy's 413 (32k) makes the hub sink send in pieces; the proxy's limit raised (nginx restarted with 8m),
+    the sink keeps to the limit it learned until ``relearn_s`` after it learned it (5 s here), then sends a whole
+    batch again: one request. Every event is stored."""
+    hub = Hub(tmp_path / "store").start()
+    proxy = BodyLimitProxy(hub.url, tmp_path / "proxy", "32k")
+    events = _events(3000, model="relearned")
+    for event in events:
+        event.input_payload = os.urandom(48).hex()  # about 400 bytes an event: 400 KiB a batch of 1,000
+    batches = [to_table(events[i : i + 1000]) for i in range(0, 3000, 1000)]
+    try:
+        proxy.start()
+        sink = HubSink(proxy.url, relearn_s=5.0)
+        sink.write(batches[0])
+        learned_at = time.monotonic()
+        assert sink.max_body_bytes is not None and sink.max_body_bytes <= 32 * 1024
+        proxy.change_limit("8m")  # the ingress's limit raised
+        sent = len(proxy.statuses())
+        sink.write(batches[1])
+        assert time.monotonic() - learned_at < 5.0, "the second batch went before the limit was old"
+        assert len(proxy.statuses()) - sent > 10, "in pieces under the limit still known"
+        time.sleep(max(0.0, learned_at + 5.0 - time.monotonic()))
+        sent = len(proxy.statuses())
+        sink.write(batches[2])
+        assert proxy.statuses()[sent:] == ["200"], "whole again, once the learned limit is old"
+        assert sink.max_body_bytes is None
+        sink.close()
+    finally:
+        proxy.stop()
+        hub.stop()
+    count = "SELECT count(), uniqExact(event_id) FROM inferences FINAL WHERE model = 'relearned'"
+    assert query_store(hub.store_url, count) == [[3000, 3000]]
 
 
 @pytest.mark.timeout(120)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import pyarrow as pa
 
@@ -15,6 +16,8 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/vnd.apache.arrow.stream"
 PATH = "/v1/events"
+RELEARN_S = 3600.0
+"""Seconds after which a body limit learned from a 413 is forgotten, and whole batches are tried again."""
 INGEST_TOKEN_ENV = "DRIFTWARDEN_INGEST_TOKEN"  # noqa: S105 (the variable's name, not a secret)
 
 
@@ -40,24 +43,37 @@ class HubSink:
     A 413 to a batch of several events is a body limit on the way (the hub's ``MAX_BATCH_BYTES``, or a proxy's:
     an ingress's ``client_max_body_size``, 1 MiB by default in nginx): the batch is sent again in halves at once,
     and the sink remembers half the refused size as the largest body to send, so that later batches go in
-    pieces under it without being refused first. Only a single event larger than the limit is refused."""
+    pieces under it without being refused first. Only a single event larger than the limit is refused. The limit
+    is forgotten ``relearn_s`` (an hour) after it was learned: a limit raised meanwhile lets whole batches through
+    again, one that still holds costs one refused request an hour."""
 
     name = "hub"
 
-    def __init__(self, hub: str, *, timeout_s: float = 10.0, path: str = PATH) -> None:
+    def __init__(self, hub: str, *, timeout_s: float = 10.0, path: str = PATH, relearn_s: float = RELEARN_S) -> None:
         import httpx
 
         self.url = hub.rstrip("/") + path
         self._http = httpx.Client(timeout=timeout_s, trust_env=False)
         self._headers = {"content-type": CONTENT_TYPE, **ingest_headers()}
         self.max_body_bytes: int | None = None
-        """The largest body to send, learned from a 413 (None until one)."""
+        """The largest body to send, learned from a 413 (None until one, and again ``relearn_s`` after it)."""
+        self._relearn_s = relearn_s
+        self._learned_at = 0.0  # time.monotonic() of the last 413 learned from
 
     def write(self, table: pa.Table) -> None:
         self._send(table, to_ipc(table))
 
     def _send(self, table: pa.Table, body: bytes) -> None:
         limit = self.max_body_bytes
+        if limit is not None and time.monotonic() - self._learned_at >= self._relearn_s:
+            log.info(
+                "sending whole batches to %s again, %.0f s after a 413 made them go in pieces of at most %d bytes "
+                "(the limit on the way may have been raised since)",
+                self.url,
+                self._relearn_s,
+                limit,
+            )
+            self.max_body_bytes = limit = None
         if limit is not None and len(body) > limit and table.num_rows > 1:
             self._in_pieces(table, -(-len(body) // limit))
             return
@@ -69,6 +85,7 @@ class HubSink:
             learned = max(1, len(body) // 2)
             if limit is None or learned < limit:
                 self.max_body_bytes = learned
+                self._learned_at = time.monotonic()
                 log.warning(
                     "%s to a batch of %d bytes: sending batches in pieces of at most %d bytes from now on",
                     message.split(": ", 1)[0],
