@@ -1,8 +1,9 @@
-"""OTLP/HTTP ingest throughput: GenAI spans per second per core, end to end into the embedded store.
+"""OTLP ingest throughput: GenAI spans per second per core, end to end into the embedded store.
 
 Measured: ``driftwarden api`` in a subprocess with its own embedded store (chdb) receives
 pre-encoded ``ExportTraceServiceRequest`` protobuf bodies on ``POST /v1/traces`` from
-``--clients`` concurrent HTTP clients (httpx, keep-alive) — decoding, mapping spans to LLM
+``--clients`` concurrent HTTP clients (httpx, keep-alive), or with ``--transport grpc`` as OTLP/gRPC
+``TraceService/Export`` calls (one gRPC channel per client) on ``--otlp-grpc-listen`` — decoding, mapping spans to LLM
 calls, Arrow, the GenAI metrics, and the write-ahead of the calls into the ingest journal that an
 embedded store's ``api`` keeps (``collector.ingest_journal``), until the 200 answer; the journal's
 thread inserts them into ``inferences``, and the server's CPU is counted until the last answered span
@@ -30,11 +31,13 @@ timed in this process on the same bodies. Anchor (published, not measured
 here): the OpenTelemetry Collector's ClickHouse exporter at about 40,000 records/s per core.
 
     python bench/otlp_throughput.py [--requests 200] [--spans-per-request 500] [--clients 4] [--rate 0] [--no-journal]
+                                    [--transport http|grpc]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -142,11 +145,13 @@ def thread_cpu_delta(before: dict, after: dict) -> dict[str, float]:
     return by_name
 
 
-def start_api(store_dir: Path, journal: bool = True) -> tuple[subprocess.Popen, str]:
+def start_api(store_dir: Path, journal: bool = True, grpc: bool = False) -> tuple[subprocess.Popen, str, str]:
+    """``driftwarden api`` on a free port: the process, its URL and, with ``grpc``, its OTLP/gRPC address."""
     config = store_dir.with_name("api.yaml")
     config.write_text(f"genai: {{journal: {'true' if journal else 'false'}}}\n")
+    command = [sys.executable, "-m", "driftwarden", "api", "--listen", "127.0.0.1:0", "--store", f"chdb://{store_dir}"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "driftwarden", "api", "--listen", "127.0.0.1:0", "--store", f"chdb://{store_dir}"],
+        command + (["--otlp-grpc-listen", "127.0.0.1:0"] if grpc else []),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -154,17 +159,22 @@ def start_api(store_dir: Path, journal: bool = True) -> tuple[subprocess.Popen, 
     )
     line = process.stdout.readline()
     match = re.search(r"listening on (http://[\d.]+:\d+)", line)
-    if not match:
+    grpc_address = ""
+    if match and grpc:
+        found = re.search(r"OTLP/gRPC traces on ([\d.]+:\d+)", process.stdout.readline())
+        grpc_address = found.group(1) if found else ""
+    if not match or (grpc and not grpc_address):
         process.kill()
         raise SystemExit(f"driftwarden api did not start: {line!r}")
-    return process, match.group(1)
+    return process, match.group(1), grpc_address
 
 
-def send_all(url: str, bodies: list[bytes], clients: int, interval: float = 0.0) -> tuple[list[float], float]:
-    """Every body posted by ``clients`` threads; with ``interval``, each sends at most one every ``interval`` s, the
-    clients ``interval / clients`` apart."""
-    import httpx
-
+def send_all(
+    url: str, bodies: list[bytes], clients: int, interval: float = 0.0, grpc_address: str = ""
+) -> tuple[list[float], float]:
+    """Every body sent by ``clients`` threads, each with its own connection: posted to ``url``/v1/traces, or with
+    ``grpc_address`` as the request of OTLP/gRPC's ``TraceService/Export``; with ``interval``, each sends at most
+    one every ``interval`` s, the clients ``interval / clients`` apart."""
     latencies: list[float] = []
     lock = threading.Lock()
     queue = list(reversed(bodies))
@@ -172,7 +182,7 @@ def send_all(url: str, bodies: list[bytes], clients: int, interval: float = 0.0)
 
     def worker(phase: float) -> None:
         next_send = time.perf_counter() + phase
-        with httpx.Client(timeout=120) as client:
+        with _sender(url, grpc_address) as send:
             while True:
                 with lock:
                     if not queue:
@@ -182,14 +192,12 @@ def send_all(url: str, bodies: list[bytes], clients: int, interval: float = 0.0)
                     time.sleep(max(0.0, next_send - time.perf_counter()))
                     next_send += interval
                 started = time.perf_counter()
-                answer = client.post(
-                    url + "/v1/traces", content=body, headers={"content-type": "application/x-protobuf"}
-                )
+                error = send(body)
                 took = time.perf_counter() - started
                 with lock:
                     latencies.append(took)
-                    if answer.status_code != 200:
-                        errors.append(f"{answer.status_code} {answer.text[:200]}")
+                    if error:
+                        errors.append(error)
 
     # paced clients start a fraction of the interval apart: requests arrive evenly spaced, not in bursts of `clients`
     threads = [threading.Thread(target=worker, args=(i * interval / clients,)) for i in range(clients)]
@@ -201,6 +209,35 @@ def send_all(url: str, bodies: list[bytes], clients: int, interval: float = 0.0)
     if errors:
         raise SystemExit(f"{len(errors)} requests failed, e.g. {errors[0]}")
     return latencies, time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def _sender(url: str, grpc_address: str):
+    """A function sending one body and returning an error message, or "" once it was answered OK."""
+    if grpc_address:
+        import grpc
+
+        with grpc.insecure_channel(grpc_address) as channel:
+            export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+
+            def send_grpc(body: bytes) -> str:
+                try:
+                    export(body, timeout=120)
+                except grpc.RpcError as exc:
+                    return f"{exc.code().name} {exc.details()[:200]}"
+                return ""
+
+            yield send_grpc
+        return
+    import httpx
+
+    with httpx.Client(timeout=120) as client:
+
+        def send_http(body: bytes) -> str:
+            answer = client.post(url + "/v1/traces", content=body, headers={"content-type": "application/x-protobuf"})
+            return "" if answer.status_code == 200 else f"{answer.status_code} {answer.text[:200]}"
+
+        yield send_http
 
 
 def wait_inserted(url: str, timeout: float = 120.0) -> float:
@@ -261,6 +298,12 @@ def main() -> None:
     parser.add_argument(
         "--no-journal", action="store_true", help="genai.journal: false (each request waits for its insert)"
     )
+    parser.add_argument(
+        "--transport",
+        choices=("http", "grpc"),
+        default="http",
+        help="OTLP/HTTP (POST /v1/traces) or OTLP/gRPC (TraceService/Export, --otlp-grpc-listen)",
+    )
     args = parser.parse_args()
     interval = args.clients * args.spans_per_request / args.rate if args.rate else 0.0
     spans = args.requests * args.spans_per_request
@@ -269,13 +312,15 @@ def main() -> None:
     print(f"  {sum(map(len, bodies)) / spans:.0f} bytes per span (protobuf)")
     work = Path(tempfile.mkdtemp(prefix="dw-bench-otlp-"))
     try:
-        process, url = start_api(work / "store", journal=not args.no_journal)
+        process, url, grpc_address = start_api(
+            work / "store", journal=not args.no_journal, grpc=args.transport == "grpc"
+        )
         try:
-            send_all(url, bodies[:2], 1)  # warm-up: first insert, imports, connections
+            send_all(url, bodies[:2], 1, grpc_address=grpc_address)  # warm-up: first insert, imports, connections
             load_before = os.getloadavg()
             cpu0, threads0 = cpu_seconds(process.pid), cpu_by_thread(process.pid)
             client0 = time.process_time()
-            latencies, wall = send_all(url, bodies[2:], args.clients, interval)
+            latencies, wall = send_all(url, bodies[2:], args.clients, interval, grpc_address)
             client_cpu = time.process_time() - client0  # this process's: the clients, on the same cores
             behind = wait_inserted(url)  # the server's CPU counts until the last answered span is in the store
             cpu = cpu_seconds(process.pid) - cpu0
@@ -296,6 +341,7 @@ def main() -> None:
     base_per_core = measured / base_cpu
     offered = f"offered {args.rate:,.0f} spans/s" if args.rate else "as fast as answered"
     offered += "; answered after the insert (no journal)" if args.no_journal else "; answered once journaled"
+    offered += f"; OTLP/{args.transport.upper()}"
     print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} (2 cores); {offered}")
     print(f"end to end: {measured:,} spans in {wall:.2f} s wall = {measured / wall:,.0f} spans/s")
     print(f"  server CPU {cpu:.2f} s = {per_core:,.0f} spans per CPU-second (per core busy)")
