@@ -224,6 +224,21 @@ def test_the_api_journals_otlp_spans_on_a_volume_of_its_own(config):
     assert f"install -d -o driftwarden -g driftwarden {volume['target']}" in (ROOT / "Dockerfile").read_text()
 
 
+def test_the_api_receives_otlp_grpc_on_the_port_it_publishes(config):
+    # deploy/api.yaml opens OTLP/gRPC (genai.grpc_listen) and compose publishes that port, on loopback like 8000
+    from driftwarden.collector.config import parse_host_port
+    from driftwarden.collector.genai_config import load_file_section
+
+    api = config["services"]["api"]
+    config_file = {volume["target"]: volume for volume in api["volumes"]}[api["environment"]["DRIFTWARDEN_API_CONFIG"]]
+    listen = load_file_section(config_file["source"]).grpc_listen
+    assert listen is not None, "no OTLP/gRPC receiver in compose's api"
+    host, port = parse_host_port(listen)
+    assert host == "0.0.0.0", "inside the container it must listen beyond loopback for the published port"
+    published = {int(p["target"]): p for p in api["ports"]}
+    assert published[port]["host_ip"] == "127.0.0.1" and int(published[port]["published"]) == port
+
+
 def test_the_python_image_installs_the_debian_packages_of_the_collectors_nginx_engine():
     # the packages that scripts/install-test-deps.sh installs for the nginx engine's tests, pinned to Debian 12's
     dockerfile = (ROOT / "Dockerfile").read_text()
