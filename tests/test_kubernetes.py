@@ -988,3 +988,37 @@ def test_kserve_logger_sends_cloudevents_to_the_api_service_of_both_overlays() -
             if "podSelector" in peer and _selects(peer["podSelector"], kserve_pod)
         ]
         assert admitted, f"{overlay_name}: the API does not admit KServe predictors"
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_the_api_service_receives_otlp_grpc_from_pods_labelled_for_ingest(name: str) -> None:
+    """Port 4317 of the Service driftwarden-api reaches a container port that the process listens on (``api
+    --otlp-grpc-listen`` or ``up``'s genai.grpc_listen), and the NetworkPolicy admits it from pods labelled
+    driftwarden.io/ingest=true (applications, OpenTelemetry Collectors) only."""
+    from driftwarden.collector.config import parse_host_port
+    from driftwarden.collector.genai_config import parse_section
+
+    docs = overlay(name)
+    api = find(docs, "Service", "driftwarden-api")
+    (grpc_port,) = [p for p in api["spec"]["ports"] if p["port"] == 4317]
+    (workload,) = [w for w in workloads(docs) if _selects({"matchLabels": api["spec"]["selector"]}, pod_labels(w))]
+    (container,) = [c for c in workload["spec"]["template"]["spec"]["containers"]]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    target = ports[grpc_port["targetPort"]]
+    args = container["args"]
+    if "--otlp-grpc-listen" in args:
+        listen = args[args.index("--otlp-grpc-listen") + 1]
+    else:  # `up --config`: the genai section of the ConfigMap
+        volumes = workload["spec"]["template"]["spec"]["volumes"]
+        (mapped,) = [v["configMap"]["name"] for v in volumes if "configMap" in v]
+        config = find(docs, "ConfigMap", mapped)["data"]["up.yaml"]
+        listen = parse_section(yaml.safe_load(config)["genai"], "up.yaml").grpc_listen
+    assert parse_host_port(listen) == ("0.0.0.0", target)
+    rules = [
+        rule
+        for policy in _policies_for(docs, pod_labels(workload))
+        for rule in policy["spec"].get("ingress", [])
+        if grpc_port["targetPort"] in {p["port"] for p in rule["ports"]}
+    ]
+    peers = [peer for rule in rules for peer in rule["from"]]
+    assert peers and all(peer["podSelector"] == {"matchLabels": {"driftwarden.io/ingest": "true"}} for peer in peers)
