@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -219,6 +220,16 @@ def test_driftwarden_api_serves_otlp_grpc_with_the_flag_and_drains_its_journal_o
         cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert wrong.returncode != 0 and "--otlp-grpc-listen" in wrong.stderr and "Traceback" not in wrong.stderr
+    with socket.socket() as taken:  # a port someone else listens on: a one-line error, not a second listener
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = subprocess.run(
+            [sys.executable, "-m", "driftwarden", "api", "--listen", "127.0.0.1:0", "--store",
+             f"chdb://{tmp_path / 'other'}", "--otlp-grpc-listen", f"127.0.0.1:{taken.getsockname()[1]}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+    assert busy.returncode == 2 and "Traceback" not in busy.stderr
+    assert "cannot listen for OTLP/gRPC on 127.0.0.1:" in busy.stderr and "in use" in busy.stderr
 
 
 def test_up_serves_otlp_grpc_when_genai_grpc_listen_is_set(engine_dir):

@@ -81,10 +81,10 @@ class OTLPGrpcServer:
         """Bind and serve; returns the port (``listen`` may ask for port 0). ``UserError`` when it cannot bind."""
         try:
             self.port = self._server.add_insecure_port(self.listen)
-        except RuntimeError as exc:
+        except RuntimeError:  # gRPC says only "Failed to bind", and logs the cause (in use, no such address) itself
             raise UserError(
-                f"cannot listen for OTLP/gRPC on {self.listen!r} (genai.grpc_listen): {exc}; "
-                "give a free HOST:PORT, e.g. 0.0.0.0:4317"
+                f"cannot listen for OTLP/gRPC on {self.listen} (genai.grpc_listen, --otlp-grpc-listen): the port is "
+                "in use or the host is not an address of this machine; choose another, e.g. 0.0.0.0:4317"
             ) from None
         self._server.start()
         return self.port
