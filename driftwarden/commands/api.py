@@ -64,10 +64,6 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(client, genai=genai, journal_dir=journal_directory(genai, args.store))
     app.include_router(create_router(api_settings))  # drift reports and JSON API for model owners (detectors/api)
     _serve_metrics(app)
-    if genai.grpc_listen:
-        grpc_port = start_otlp_grpc(app, genai.grpc_listen)
-        grpc_host = genai.grpc_listen.rpartition(":")[0]
-        print(f"driftwarden api: OTLP/gRPC traces on {grpc_host}:{grpc_port}", flush=True)
     if not app.state.ingest_protected:
         print(
             "driftwarden api: the ingest endpoints are open to anyone who can reach this address; "
@@ -81,11 +77,14 @@ def run(args: argparse.Namespace) -> int:
     # process there, before close_ingest. This handler ends it by SystemExit (still 143), through the finally.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
+        if genai.grpc_listen:
+            grpc_port = start_otlp_grpc(app, genai.grpc_listen)
+            grpc_host = genai.grpc_listen.rpartition(":")[0]
+            print(f"driftwarden api: OTLP/gRPC traces on {grpc_host}:{grpc_port}", flush=True)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
-        close_ingest(
-            app
-        )  # the gRPC receiver's calls finish; what is journaled and not inserted within 10 s: at the next start
+        # gRPC calls in progress finish; what is journaled and not inserted within 10 s: at the next start
+        close_ingest(app)
     return 0
 
 
