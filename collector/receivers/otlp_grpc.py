@@ -25,7 +25,6 @@ limit are refused by gRPC before they reach the receiver and are not counted the
 from __future__ import annotations
 
 import hmac
-import logging
 import time
 from concurrent import futures
 from typing import Any
@@ -37,8 +36,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from driftwarden.auth import bearer
 from driftwarden.collector.receivers.otlp import OTLPError, export, request_duration, requests_received
 from driftwarden.errors import UserError
-
-log = logging.getLogger("driftwarden.otlp")
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 WORKERS = 8
