@@ -18,6 +18,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from driftwarden import storage
 from driftwarden.collector.genai_config import GenAIConfig
 from driftwarden.collector.hub_app import close_ingest, create_app, start_otlp_grpc
+from driftwarden.collector.receivers.otlp_grpc import OTLPGrpcServer
+from driftwarden.errors import UserError
 from tests.collector_harness import module_store_url
 from tests.hub_process import ROOT, free_port, query_store
 from tests.test_otlp import Served, export_request, genai_span, hub_app, post, rows, samples
@@ -188,7 +190,7 @@ def test_driftwarden_api_serves_otlp_grpc_with_the_flag_and_drains_its_journal_o
     """``driftwarden api --otlp-grpc-listen 127.0.0.1:0`` prints the port it bound; a span exported there is answered
     from the journal, and SIGTERM right after it (within the journal's linger) still stores it before the process
     ends (143, the signal's code): uvicorn re-raises the signal once shut down, and the api still closes its journal.
-    A malformed address is a one-line error."""
+    A malformed address is a one-line error (a port in use: the test below)."""
     port = free_port()
     store = tmp_path / "store"
     process = subprocess.Popen(
@@ -220,16 +222,6 @@ def test_driftwarden_api_serves_otlp_grpc_with_the_flag_and_drains_its_journal_o
         cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert wrong.returncode != 0 and "--otlp-grpc-listen" in wrong.stderr and "Traceback" not in wrong.stderr
-    with socket.socket() as taken:  # a port someone else listens on: a one-line error, not a second listener
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        busy = subprocess.run(
-            [sys.executable, "-m", "driftwarden", "api", "--listen", "127.0.0.1:0", "--store",
-             f"chdb://{tmp_path / 'other'}", "--otlp-grpc-listen", f"127.0.0.1:{taken.getsockname()[1]}"],
-            cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )  # fmt: skip
-    assert busy.returncode == 2 and "Traceback" not in busy.stderr
-    assert "cannot listen for OTLP/gRPC on 127.0.0.1:" in busy.stderr and "in use" in busy.stderr
 
 
 def test_up_serves_otlp_grpc_when_genai_grpc_listen_is_set(engine_dir):
@@ -251,3 +243,14 @@ def test_up_serves_otlp_grpc_when_genai_grpc_listen_is_set(engine_dir):
     assert [
         (r["prompt_tokens"], r["completion_tokens"]) for r in rows(storage.connect(store_url), "model = 'up-grpc'")
     ] == [(5, 6)]
+
+
+def test_a_port_in_use_is_a_user_error_naming_the_setting_not_a_second_listener(store_client):
+    with socket.socket() as taken:  # someone else listens there; gRPC's SO_REUSEPORT would share it silently
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = OTLPGrpcServer(hub_app(store_client), f"127.0.0.1:{taken.getsockname()[1]}")
+        with pytest.raises(UserError) as refused:
+            server.start()
+    assert "cannot listen for OTLP/gRPC on 127.0.0.1:" in str(refused.value)
+    assert "genai.grpc_listen" in str(refused.value) and "in use" in str(refused.value)
