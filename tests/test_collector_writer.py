@@ -407,6 +407,8 @@ def test_the_hub_sink_tries_whole_batches_again_once_the_limit_it_learned_is_old
         time.sleep(max(0.0, learned_at + 5.0 - time.monotonic()))
         sent = len(proxy.statuses())
         sink.write(batches[2])
+        assert wait_for(lambda: len(proxy.statuses()) > sent, timeout=10)  # nginx logs once the answer is sent
+        time.sleep(0.5)  # time for any other line to be logged
         assert proxy.statuses()[sent:] == ["200"], "whole again, once the learned limit is old"
         assert sink.max_body_bytes is None
         sink.close()
