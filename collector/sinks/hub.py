@@ -57,7 +57,8 @@ class HubSink:
         self._headers = {"content-type": CONTENT_TYPE, **ingest_headers()}
         self.max_body_bytes: int | None = None
         """The largest body to send, learned from a 413 (None until one, and again ``relearn_s`` after it)."""
-        self._relearn_s = relearn_s
+        self.relearn_s = relearn_s
+        """Seconds after which the limit learned is forgotten (``RELEARN_S``)."""
         self._learned_at = 0.0  # time.monotonic() of the last 413 learned from
 
     def write(self, table: pa.Table) -> None:
@@ -65,12 +66,12 @@ class HubSink:
 
     def _send(self, table: pa.Table, body: bytes) -> None:
         limit = self.max_body_bytes
-        if limit is not None and time.monotonic() - self._learned_at >= self._relearn_s:
+        if limit is not None and time.monotonic() - self._learned_at >= self.relearn_s:
             log.info(
                 "sending whole batches to %s again, %.0f s after a 413 made them go in pieces of at most %d bytes "
                 "(the limit on the way may have been raised since)",
                 self.url,
-                self._relearn_s,
+                self.relearn_s,
                 limit,
             )
             self.max_body_bytes = limit = None
