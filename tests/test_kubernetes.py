@@ -1002,7 +1002,7 @@ def test_the_api_service_receives_otlp_grpc_from_pods_labelled_for_ingest(name: 
     api = find(docs, "Service", "driftwarden-api")
     (grpc_port,) = [p for p in api["spec"]["ports"] if p["port"] == 4317]
     (workload,) = [w for w in workloads(docs) if _selects({"matchLabels": api["spec"]["selector"]}, pod_labels(w))]
-    (container,) = [c for c in workload["spec"]["template"]["spec"]["containers"]]
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     target = ports[grpc_port["targetPort"]]
     args = container["args"]

@@ -36,11 +36,9 @@ def store_client(engine_dir):
 @pytest.fixture(scope="module")
 def hub(store_client):
     """The hub app with an ingest token, on HTTP (uvicorn) and OTLP/gRPC at once; ``hub.grpc`` is the gRPC address."""
-    os.environ["DRIFTWARDEN_INGEST_TOKEN"] = TOKEN
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # create_app reads the ingest token from the environment
+        patch.setenv("DRIFTWARDEN_INGEST_TOKEN", TOKEN)
         app = hub_app(store_client, max_request_bytes=256 * 1024)
-    finally:
-        del os.environ["DRIFTWARDEN_INGEST_TOKEN"]
     served = Served(app)
     served.grpc = f"127.0.0.1:{start_otlp_grpc(app, '127.0.0.1:0')}"
     yield served

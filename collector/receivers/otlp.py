@@ -220,7 +220,12 @@ def export(
     :class:`OTLPError` (a body that does not decode, a full journal) or ``HTTPException`` (503: the store did not
     take the calls). Blocking: run it off the event loop."""
     if journal is not None:  # answered once journaled; the journal's thread inserts (collector.ingest_journal)
-        batch = _decode_map_and_journal(body, as_json, ingest, journal)
+        batch = _decode_and_map(body, as_json, ingest)
+        if batch.stored:
+            try:
+                journal.append(batch.table)
+            except JournalFull as exc:
+                raise OTLPError(503, _RPC_UNAVAILABLE, str(exc)) from None
     else:
         with Arrival() as arrival:  # an insert about to start may wait for these calls (group commit)
             batch = _decode_and_map(body, as_json, ingest)
@@ -228,8 +233,8 @@ def export(
                 refused, refusal = insert_around(store, "inferences", batch.table, arrival=arrival)
                 if refused is not None:  # the others are stored: these are answered as rejected
                     batch.take_out(refused, f"the store refused them for what they hold ({refusal})")
-        if batch.stored:
-            ingest.recorder.observe_calls(batch.calls)
+    if batch.stored:
+        ingest.recorder.observe_calls(batch.calls)
     spans_received.labels("stored").inc(batch.stored)
     spans_received.labels("not_genai").inc(batch.not_genai)
     spans_received.labels("rejected").inc(batch.rejected)
@@ -247,18 +252,6 @@ def _decode_and_map(body: bytes, as_json: bool, ingest: GenAIIngest) -> SpanBatc
         return ingest.mapper.map(message)
     except DecodeError as exc:  # a span attribute (an encoded KeyValue, see genai_spans.TRACES_VIEW)
         raise _not_protobuf(exc) from None
-
-
-def _decode_map_and_journal(body: bytes, as_json: bool, ingest: GenAIIngest, journal: IngestJournal) -> SpanBatch:
-    """:func:`_decode_and_map`, then the calls appended to ``journal`` and observed in the metrics (one thread hop)."""
-    batch = _decode_and_map(body, as_json, ingest)
-    if batch.stored:
-        try:
-            journal.append(batch.table)
-        except JournalFull as exc:
-            raise OTLPError(503, _RPC_UNAVAILABLE, str(exc)) from None
-        ingest.recorder.observe_calls(batch.calls)
-    return batch
 
 
 def decode_protobuf(body: bytes) -> Any:
