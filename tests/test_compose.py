@@ -144,9 +144,16 @@ def test_each_service_uses_its_own_clickhouse_user(config):
 
 
 def test_the_collector_is_the_model_servers_sidecar(config):
-    command = config["services"]["collector"]["command"]
+    collector = config["services"]["collector"]
+    command = collector["command"]
     assert command[:2] == ["driftwarden", "collector"]
     assert command[command.index("--upstream") + 1] == "http://model:8080"
+    # nginx answers (the engine that meets the sidecar's latency targets); its state and capture log are in the
+    # spool directory, on the collector's own volume
+    assert command[command.index("--engine") + 1] == "nginx"
+    spool = command[command.index("--spool-dir") + 1]
+    (volume,) = [v for v in collector["volumes"] if v["target"] == spool]
+    assert volume["type"] == "volume" and volume["source"] == "collector-spool" and not volume.get("read_only")
     assert config["services"]["model"]["build"]["dockerfile"] == "deploy/model/Dockerfile"
     assert "seldonio/mlserver:1.7.1-sklearn" in (ROOT / "deploy" / "model" / "Dockerfile").read_text()
 
@@ -346,10 +353,10 @@ print(json.dumps({"count": count, "numeric": numeric, "categorical": categorical
 
 
 @pytest.mark.timeout(180)
-def test_loadgen_through_the_collector_sidecar_reaches_the_store_the_dashboards_read(tmp_path):
+def test_loadgen_through_the_collector_sidecar_reaches_the_store_the_dashboards_read(tmp_path, config):
     """The stack's inference path without Docker: deploy/model/train.py's model in a real MLServer,
-    the real collector in front of it, the loadgen's Bikeshare traffic through both; the dashboards'
-    lineage queries then find that traffic in the collector's store."""
+    the real collector in front of it with the stack's engine (nginx), the loadgen's Bikeshare traffic through
+    both; the dashboards' lineage queries then find that traffic in the collector's store."""
 
     from tests.monitoring_data import bikeshare_csv
 
@@ -376,18 +383,21 @@ def test_loadgen_through_the_collector_sidecar_reaches_the_store_the_dashboards_
     )
     model_url = f"http://127.0.0.1:{ports['MLSERVER_HTTP_PORT']}"
     store = f"chdb://{tmp_path / 'store'}"
+    stack = config["services"]["collector"]["command"]
+    engine = stack[stack.index("--engine") + 1]
     try:
         _wait_for(f"{model_url}/v2/models/bikeshare/ready", 90, tmp_path / "mlserver.log")
         collector = subprocess.Popen(
             [sys.executable, "-m", "driftwarden", "collector", "--upstream", model_url, "--listen", "127.0.0.1:0",
              "--model", "bikeshare", "--model-version", "v1", "--model-digest", digest, "--protocol", "oip",
-             "--store", store],
+             "--store", store, "--engine", engine, "--spool-dir", str(tmp_path / "spool")],
             stdout=subprocess.PIPE, stderr=(tmp_path / "collector.log").open("w"), text=True, cwd=ROOT,
         )  # fmt: skip
         processes.append(collector)
         announced = collector.stdout.readline()
         match = re.search(r"listening on (http://[\d.]+:\d+)", announced)
         assert match, f"collector did not start: {announced!r} {(tmp_path / 'collector.log').read_text()[-2000:]}"
+        assert f"({engine} engine" in announced, announced
         heartbeat = tmp_path / "heartbeat"
         loadgen = subprocess.run(
             [sys.executable, str(ROOT / "deploy" / "loadgen" / "bikeshare.py"), "--target", match.group(1),

@@ -543,10 +543,13 @@ def test_the_collector_is_a_native_sidecar_of_the_model_server(name: str) -> Non
     env = {e["name"]: e.get("value") for e in model["env"]}
     assert _arg(collector, "--upstream") == f"http://127.0.0.1:{env['MLSERVER_HTTP_PORT']}"
     assert _port_named(model, int(env["MLSERVER_HTTP_PORT"])) == "model-http"
-    # the spool is on a volume
+    # nginx answers (the engine that meets the sidecar's latency targets); the spool, where nginx's state and
+    # capture log also live, is on a writable volume (the root filesystem is read-only)
+    assert _arg(collector, "--engine") == "nginx"
     spool = _arg(collector, "--spool-dir")
     (mount,) = [m for m in collector["volumeMounts"] if m["mountPath"] == spool]
-    assert mount["name"] in {v["name"] for v in spec["volumes"]}
+    assert mount["name"] in {v["name"] for v in spec["volumes"]} and not mount.get("readOnly")
+    assert collector["securityContext"]["readOnlyRootFilesystem"] is True
     # the admin port: probes and /metrics
     admin = _port_named(collector, int(_arg(collector, "--admin-listen").rsplit(":", 1)[1]))
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
