@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import importlib
 import logging
 import os
 import re
+import sys
 import threading
+import types
 from typing import Any
 
 import clickhouse_connect
@@ -58,6 +61,7 @@ def _connect_embedded(target: StoreURL, create_database: bool, settings: dict[st
         if _embedded_path is None:
             _make_directory(path)
             _refuse_if_held(path)
+        _import_chdb_without_pyarrow()
         try:
             client = clickhouse_connect.get_client(interface="chdb", path=path, settings=settings)
         except Exception as exc:  # chdb reports a held directory as "Error initializing EmbeddedServer"
@@ -65,6 +69,36 @@ def _connect_embedded(target: StoreURL, create_database: bool, settings: dict[st
             raise StoreError(f"cannot open the embedded store at {path}: {first_line(exc)}") from exc
         _embedded_path = path
     return _select_database(client, target, create_database, lambda: _reopen_embedded(path, target, settings))
+
+
+class _PyarrowOnFirstUse(types.ModuleType):
+    """Stands in for ``pyarrow`` where chdb binds it: the real module is imported at the first attribute
+    read, through the ordinary (thread-safe) import, and answers from then on."""
+
+    def __getattr__(self, name: str) -> Any:
+        if sys.modules.get("pyarrow") is self:
+            del sys.modules["pyarrow"]
+        return getattr(importlib.import_module("pyarrow"), name)
+
+
+def _import_chdb_without_pyarrow() -> None:
+    """Import chdb's connection module without loading pyarrow.
+
+    chdb imports pyarrow with its connection module, for Arrow results of its own that driftwarden never
+    asks for (clickhouse-connect reads the engine's Native format). Loaded, pyarrow's libraries add about
+    25 MB to the resident memory of every command that opens the embedded store, e.g. ``driftwarden
+    drift``. chdb is handed a stand-in that imports pyarrow at its first use instead; the processes that
+    do use pyarrow (the collector, the OTLP receiver) import it as usual.
+    """
+    if "pyarrow" in sys.modules or "chdb.state" in sys.modules:
+        return
+    stand_in = _PyarrowOnFirstUse("pyarrow")
+    sys.modules["pyarrow"] = stand_in
+    try:
+        importlib.import_module("chdb.state")
+    finally:
+        if sys.modules.get("pyarrow") is stand_in:
+            del sys.modules["pyarrow"]
 
 
 def _reopen_embedded(path: str, target: StoreURL, settings: dict[str, Any]) -> Client:

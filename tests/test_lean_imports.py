@@ -98,6 +98,31 @@ def test_drift_computes_without_evidently_pandas_or_the_web_stack(store_url):
     # and .special, about 30 MB) not at all
     assert " wasserstein " in out and " jensenshannon " in out
     assert not {name for name in modules if name.startswith("scipy")}
+    # chdb imports pyarrow with its connection module; the drift reads the engine's Native format and never loads it
+    assert "pyarrow" not in modules
+
+
+def test_pyarrow_loads_at_its_first_use_after_the_embedded_store_opens(tmp_path):
+    code = textwrap.dedent(
+        """
+        import sys
+        from driftwarden import storage
+        client = storage.connect(sys.argv[1], create_database=True)
+        opened = "pyarrow" in sys.modules
+        import chdb
+        # chdb's own Arrow result, through its connection module, which bound pyarrow before it was loaded
+        table = chdb.connect(sys.argv[2]).query("SELECT 41 + 1 AS x", "ArrowTable")
+        import pyarrow
+        print(opened, type(table) is pyarrow.Table, table.column("x").to_pylist(),
+              client.query_arrow("SELECT 7 AS y").column("y").to_pylist())
+        """
+    )
+    store = tmp_path / "store"
+    result = subprocess.run(
+        [sys.executable, "-c", code, f"chdb://{store}", str(store)], cwd=ROOT, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert result.stdout.split() == ["False", "True", "[42]", "[7]"], result.stderr[-2000:]
 
 
 def test_storage_names_resolve_on_first_use():
