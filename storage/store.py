@@ -78,17 +78,19 @@ class _PyarrowOnFirstUse(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         if sys.modules.get("pyarrow") is self:
             del sys.modules["pyarrow"]
-        return getattr(importlib.import_module("pyarrow"), name)
+        real = importlib.import_module("pyarrow")
+        self.__dict__.update(real.__dict__)  # later reads find pyarrow's names without coming here
+        return getattr(real, name)
 
 
 def _import_chdb_without_pyarrow() -> None:
     """Import chdb's connection module without loading pyarrow.
 
     chdb imports pyarrow with its connection module, for Arrow results of its own that driftwarden never
-    asks for (clickhouse-connect reads the engine's Native format). Loaded, pyarrow's libraries add about
-    25 MB to the resident memory of every command that opens the embedded store, e.g. ``driftwarden
-    drift``. chdb is handed a stand-in that imports pyarrow at its first use instead; the processes that
-    do use pyarrow (the collector, the OTLP receiver) import it as usual.
+    asks for (clickhouse-connect reads the engine's Native format). Loaded, pyarrow (with numpy) adds 20-35 MB
+    to the resident memory of every command that opens the embedded store, e.g. ``driftwarden drift``. chdb
+    is handed a stand-in that imports pyarrow at its first use instead; the processes that do use pyarrow
+    (the collector, the OTLP receiver) import it as usual.
     """
     if "pyarrow" in sys.modules or "chdb.state" in sys.modules:
         return
