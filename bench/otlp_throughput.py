@@ -170,9 +170,9 @@ def start_api(store_dir: Path, journal: bool = True, grpc: bool = False) -> tupl
 
 
 def send_all(
-    url: str, bodies: list[bytes], clients: int, interval: float = 0.0, grpc_address: str = ""
+    url: str, bodies: list[bytes], clients: int, interval: float = 0.0, grpc_address: str = "", path: str = "/v1/traces"
 ) -> tuple[list[float], float]:
-    """Every body sent by ``clients`` threads, each with its own connection: posted to ``url``/v1/traces, or with
+    """Every body sent by ``clients`` threads, each with its own connection: posted to ``url`` + ``path``, or with
     ``grpc_address`` as the request of OTLP/gRPC's ``TraceService/Export``; with ``interval``, each sends at most
     one every ``interval`` s, the clients ``interval / clients`` apart."""
     latencies: list[float] = []
@@ -182,7 +182,7 @@ def send_all(
 
     def worker(phase: float) -> None:
         next_send = time.perf_counter() + phase
-        with _sender(url, grpc_address) as send:
+        with _sender(url + path, grpc_address) as send:
             while True:
                 with lock:
                     if not queue:
@@ -234,7 +234,7 @@ def _sender(url: str, grpc_address: str):
     with httpx.Client(timeout=120) as client:
 
         def send_http(body: bytes) -> str:
-            answer = client.post(url + "/v1/traces", content=body, headers={"content-type": "application/x-protobuf"})
+            answer = client.post(url, content=body, headers={"content-type": "application/x-protobuf"})
             return "" if answer.status_code == 200 else f"{answer.status_code} {answer.text[:200]}"
 
         yield send_http

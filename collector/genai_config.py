@@ -13,7 +13,7 @@ the operator writes here). Example::
       daily_budget: 200            # exported as driftwarden_gen_ai_daily_cost_budget; the alert compares
       service_models:              # spans of service.name "support-bot" are stored as model "support"
         support-bot: support
-      store_content: true          # keep gen_ai.input/output.messages (after redaction) when spans carry them
+      store_content: true          # keep message content (after redaction) when spans or log records carry it
       redaction: {mode: hash}      # the collector's redaction rules (collector/README.md)
       grpc_listen: 0.0.0.0:4317    # OTLP/gRPC too (TraceService/Export), beside POST /v1/traces; off by default
       journal: true                # POST /v1/traces answers once the calls are fsync'd in a journal (below)
@@ -69,7 +69,9 @@ class GenAIConfig(BaseModel):
         default="openai",
         description="gen_ai.provider.name recorded for calls the sidecar captures from an OpenAI-compatible API",
     )
-    store_content: bool = Field(default=True, description="store message content when spans carry it (redacted)")
+    store_content: bool = Field(
+        default=True, description="store message content when spans or log records carry it (redacted)"
+    )
     max_content_bytes: int = Field(default=65536, ge=0, description="content longer than this is cut")
     max_request_bytes: int = Field(
         default=DEFAULT_MAX_REQUEST_BYTES, ge=1024, description="largest OTLP/CloudEvents body (413 above)"

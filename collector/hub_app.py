@@ -19,6 +19,7 @@ from driftwarden.collector.ingest import store_lock
 from driftwarden.collector.receivers.cloudevents import router as cloudevents_router
 from driftwarden.collector.receivers.otlp import GenAIIngest
 from driftwarden.collector.receivers.otlp import router as otlp_router
+from driftwarden.collector.receivers.otlp_logs import router as otlp_logs_router
 from driftwarden.collector.sinks.hub import INGEST_TOKEN_ENV
 
 
@@ -30,7 +31,9 @@ def create_app(
     The ingest endpoints require ``Authorization: Bearer <ingest_token>`` (default
     ``$DRIFTWARDEN_INGEST_TOKEN``) when a token is set; collectors and ``driftwarden ingest``
     send it from the same variable. Without one they are open, for a hub on loopback.
-    ``POST /v1/traces`` (OTLP, ``collector.receivers.otlp``) and ``POST /v1/cloudevents`` (KServe's
+    ``POST /v1/traces`` (OTLP, ``collector.receivers.otlp``), ``POST /v1/logs`` (the message content of GenAI
+    calls sent as log records, ``collector.receivers.otlp_logs``, attached to the calls by a thread started here,
+    ``collector.content_attacher``) and ``POST /v1/cloudevents`` (KServe's
     payload logger, ``collector.receivers.cloudevents``) are guarded the same way, with ``genai``
     (prices, service-to-model mapping, limits, redaction of content) configuring them; with
     ``genai.cloudevents_require_token`` false, ``/v1/cloudevents`` is open (KServe's logger sends no token).
@@ -58,6 +61,8 @@ def create_app(
         max_bytes = (genai or GenAIConfig()).journal_max_bytes
         app.state.otlp_journal = IngestJournal(journal_dir, client, "inferences", max_bytes=max_bytes)
     app.include_router(otlp_router, dependencies=[Depends(bearer_guard(token))])
+    app.include_router(otlp_logs_router, dependencies=[Depends(bearer_guard(token))])
+    app.state.genai.content_attacher(client)  # content of log records left by a previous run is attached
     # KServe's logger sends no Authorization header: `genai.cloudevents_require_token: false` opens this one route.
     open_cloudevents = genai is not None and not genai.cloudevents_require_token
     app.include_router(cloudevents_router, dependencies=[] if open_cloudevents else [Depends(bearer_guard(token))])
@@ -85,13 +90,14 @@ def start_otlp_grpc(app: FastAPI, listen: str) -> int:
 def close_ingest(app: FastAPI, timeout: float = 10.0) -> None:
     """Once the server stopped: stop the OTLP/gRPC receiver (calls in progress finish, within ``timeout``), insert
     what the OTLP journal holds (within ``timeout``; the rest is inserted at the next start) and release its
-    directory."""
+    directory; a last pass of the content attacher."""
     grpc_server = getattr(app.state, "otlp_grpc", None)
     if grpc_server is not None:
         grpc_server.stop(timeout)
         app.state.otlp_grpc = None
     if app.state.otlp_journal is not None:
         app.state.otlp_journal.close(timeout)
+    app.state.genai.close(timeout)
 
 
 def freeze_heap() -> None:

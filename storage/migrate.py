@@ -29,6 +29,7 @@ RETENTION_TABLES = {
     "inferences": "received_at",
     "ground_truth": "toDateTime(received_at)",
     "drift_hour_profiles": "toDateTime(built_at)",  # partial drift profiles live as long as the events they hold
+    "genai_content_events": "toDateTime(received_at)",
 }
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")

@@ -25,7 +25,7 @@ DOCKERFILES = [
 USERS_XML = ROOT / "deploy" / "clickhouse" / "users.d" / "driftwarden.xml"
 ONE_SHOT = {"migrate"}
 # Tables the detectors do not write: the traffic and its labels, written by the ingest paths.
-INGESTED_TABLES = {"inferences", "ground_truth"}
+INGESTED_TABLES = {"inferences", "ground_truth", "genai_content_events"}  # the api ingests them (/v1/logs: the last)
 MIGRATOR_TABLES = {"schema_migrations"}  # the ledger of applied migrations
 
 

@@ -102,6 +102,7 @@ def _full_row() -> dict:
         "parent_span_id": "00f067aa0ba902b6",
         "span_status": "error",
         "cost": 0.000125,
+        "content_source": "logs",
     }
 
 

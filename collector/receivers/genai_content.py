@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from driftwarden.collector.processors.hashing import canonical_hash
@@ -89,6 +90,13 @@ def read_content(
         found_in, found_out, instructions = _from_events(span.events, found_in, found_out, instructions)
     if found_in is None and found_out is None and instructions is None:
         return None
+    return content_of(found_in, found_out, instructions, params, redactor, limit)
+
+
+def content_of(
+    found_in: Any, found_out: Any, instructions: Any, params: dict[str, Any], redactor: Redactor, limit: int
+) -> SpanContent:
+    """The content columns of an input, an output and system instructions as found (any of them None)."""
     content = SpanContent(payload_sampled=True)
     counts: Counter[str] = Counter()
     cut = False
@@ -116,6 +124,96 @@ def read_content(
     return content
 
 
+LOG_EVENTS = CONTENT_EVENTS | MESSAGE_EVENTS.keys() | {CHOICE_EVENT}
+"""The events whose log records carry a call's content (``POST /v1/logs``, ``collector.receivers.otlp_logs``)."""
+
+
+@dataclass
+class EventPiece:
+    """What one content event (a log record) holds of its call, redacted and capped: a row of
+    ``genai_content_events``. ``kind`` is ``whole`` (input and/or output messages: operation details,
+    ``gen_ai.content.*``), ``message`` (one input message) or ``choice`` (one answer, ``choice_index``)."""
+
+    kind: str
+    choice_index: int = 0
+    input: str = ""
+    output: str = ""
+    output_text: str = ""
+    input_hash: int = 0
+    output_hash: int = 0
+    redactions: int = 0
+    truncated: bool = False
+
+
+def event_piece(name: str, fields: dict[str, Any], position: int, redactor: Redactor, limit: int) -> EventPiece | None:
+    """The part of its call that the content event ``name`` holds in ``fields`` (a log record's attributes and the
+    keys of its body), or None when it holds none. ``position`` is the index of a choice that gives none."""
+    if name in MESSAGE_EVENTS:
+        message = _message(name, fields)
+        if "content" not in message and "tool_calls" not in message:
+            return None  # the event of an instrumentation whose content capture is off
+        c = content_of(message, None, None, {}, redactor, limit)
+        return EventPiece("message", 0, c.input_payload, "", "", c.input_hash, 0, c.redactions, c.payload_truncated)
+    if name == CHOICE_EVENT:
+        choice = _choice(fields, position)
+        if not any(key in choice for key in ("content", "tool_calls", "parts")):
+            return None
+        index = choice["index"] if isinstance(choice["index"], int) else position
+        c = content_of(None, choice, None, {}, redactor, limit)
+        return EventPiece(
+            "choice", index, "", c.output_payload, c.output_text, 0, c.output_hash, c.redactions, c.payload_truncated
+        )
+    found_in = next((fields[key] for key in INPUT_KEYS if fields.get(key) is not None), None)
+    found_out = next((fields[key] for key in OUTPUT_KEYS if fields.get(key) is not None), None)
+    instructions = fields.get(INSTRUCTIONS_KEY)
+    if found_in is None and found_out is None and instructions is None:
+        return None
+    c = content_of(found_in, found_out, instructions, {}, redactor, limit)
+    return EventPiece(
+        "whole", 0, c.input_payload, c.output_payload, c.output_text, c.input_hash, c.output_hash,
+        c.redactions, c.payload_truncated,
+    )  # fmt: skip
+
+
+def assemble(pieces: list[EventPiece], params: dict[str, Any], limit: int) -> SpanContent:
+    """A call's content from its content events (``pieces``, in the order they were recorded), as
+    :func:`read_content` assembles the same events on a span: the input of the first ``whole`` event that has one,
+    else the ``message`` events in order; the output of the first ``whole`` event that has one, else the choices by
+    index. Each part is already redacted; its hash is the hash of the one event's part before redaction, or, for
+    several messages or choices, the canonical hash of the list of theirs."""
+    content = SpanContent(payload_sampled=True)
+    used: list[EventPiece] = []
+    whole_in = next((p for p in pieces if p.kind == "whole" and p.input), None)
+    messages = [whole_in] if whole_in else [p for p in pieces if p.kind == "message"]
+    if messages:
+        content.input_payload, content.input_hash = _joined(messages, "input", limit, content)
+        content.params_hash = canonical_hash(params)
+    whole_out = next((p for p in pieces if p.kind == "whole" and p.output), None)
+    by_index = sorted((p for p in pieces if p.kind == "choice"), key=attrgetter("choice_index"))
+    choices = [whole_out] if whole_out else by_index
+    if choices:
+        content.output_payload, content.output_hash = _joined(choices, "output", limit, content)
+        text = "\n".join(p.output_text for p in choices if p.output_text)
+        content.output_text, cut = cap_text(text, limit)
+        content.payload_truncated |= cut
+    for piece in {id(p): p for p in messages + choices}.values():
+        content.payload_truncated |= piece.truncated
+        used.append(piece)
+    content.redactions = min(sum(p.redactions for p in used), 0xFFFF)
+    return content
+
+
+def _joined(pieces: list[EventPiece], part: str, limit: int, content: SpanContent) -> tuple[str, int]:
+    """One event's part as it is; several as a JSON array of them, cut at ``limit``; with the hash (see
+    :func:`assemble`)."""
+    hashes = [getattr(p, f"{part}_hash") for p in pieces]
+    if len(pieces) == 1 and pieces[0].kind == "whole":
+        return getattr(pieces[0], part), hashes[0]
+    text, cut = cap_text("[" + ",".join(getattr(p, part) for p in pieces) + "]", limit)
+    content.payload_truncated |= cut
+    return text, canonical_hash(hashes)
+
+
 def _from_events(events: Any, found_in: Any, found_out: Any, instructions: Any) -> tuple[Any, Any, Any]:
     """What the span events add to the content found in the attributes (the first found wins)."""
     messages: list[dict[str, Any]] = []
@@ -132,12 +230,7 @@ def _from_events(events: Any, found_in: Any, found_out: Any, instructions: Any) 
                 elif instructions is None and key == INSTRUCTIONS_KEY:
                     instructions = value_of(kv.value)
         elif name in MESSAGE_EVENTS:
-            attributes = {kv.key: value_of(kv.value) for kv in event.attributes}
-            message: dict[str, Any] = {"role": _role(attributes.get("role"), MESSAGE_EVENTS[name])}
-            for key in ("content", "tool_calls", "id"):
-                if attributes.get(key) is not None:
-                    message[key] = _parsed(attributes[key]) if key == "tool_calls" else attributes[key]
-            messages.append(message)
+            messages.append(_message(name, {kv.key: value_of(kv.value) for kv in event.attributes}))
         elif name == CHOICE_EVENT:
             attributes = {kv.key: value_of(kv.value) for kv in event.attributes}
             choices.append(_choice(attributes, len(choices)))
@@ -147,6 +240,15 @@ def _from_events(events: Any, found_in: Any, found_out: Any, instructions: Any) 
         choices.sort(key=lambda c: c["index"] if isinstance(c["index"], int) else 0)
         found_out = choices
     return found_in, found_out, instructions
+
+
+def _message(name: str, attributes: dict[str, Any]) -> dict[str, Any]:
+    """A ``gen_ai.*.message`` event as an input message: ``{"role", "content", "tool_calls", "id"}`` as present."""
+    message: dict[str, Any] = {"role": _role(attributes.get("role"), MESSAGE_EVENTS[name])}
+    for key in ("content", "tool_calls", "id"):
+        if attributes.get(key) is not None:
+            message[key] = _parsed(attributes[key]) if key == "tool_calls" else attributes[key]
+    return message
 
 
 def value_of(any_value: Any) -> Any:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import time
 import zlib
 from typing import Any
@@ -78,14 +79,15 @@ spans_received = Counter(
 )
 requests_received = Counter(
     "driftwarden_otlp_requests",
-    "OTLP export requests by HTTP status answered (an OTLP/gRPC answer: the HTTP status of the same meaning) and "
-    "transport (http | grpc)",
-    ["status", "transport"],
+    "OTLP export requests by HTTP status answered (an OTLP/gRPC answer: the HTTP status of the same meaning), "
+    "transport (http | grpc) and signal (traces | logs)",
+    ["status", "transport", "signal"],
     registry=REGISTRY,
 )
 request_duration = Histogram(
     "driftwarden_otlp_request_duration_seconds",
-    "Time to decode, map and store (or journal) one OTLP export request",
+    "Time to decode, map and store (or journal) one OTLP export request, by signal (traces | logs)",
+    ["signal"],
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
@@ -105,6 +107,25 @@ class GenAIIngest:
         self.redactor = Redactor(mode=rc.mode, key=key, fields=rc.fields, rules=rc.rules, patterns=rc.patterns)
         self.mapper = SpanMapper(self.config, self.redactor)
         self.recorder = GenAIRecorder(self.config)
+        self._attacher: Any = None
+        self._attacher_lock = threading.Lock()
+
+    def content_attacher(self, store: Any) -> Any:
+        """The thread that gives calls their content from log records (``collector.content_attacher``), started at
+        the first use (the hub starts it with the app, so that what a previous run left is attached)."""
+        with self._attacher_lock:
+            if self._attacher is None:
+                from driftwarden.collector.content_attacher import ContentAttacher
+
+                self._attacher = ContentAttacher(store, self.config.max_content_bytes)
+            return self._attacher
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the content attacher, after a last pass."""
+        with self._attacher_lock:
+            attacher, self._attacher = self._attacher, None
+        if attacher is not None:
+            attacher.close(timeout)
 
 
 def genai_ingest(request: Request) -> GenAIIngest:
@@ -150,6 +171,12 @@ OTLP_BODY = {
     openapi_extra=OTLP_BODY,
 )
 async def post_traces(request: Request) -> Response:
+    return await serve(request, "traces", export)
+
+
+async def serve(request: Request, signal: str, exporter: Any) -> Response:
+    """An OTLP/HTTP export request of ``signal`` (traces, logs): checked, read, handed to ``exporter`` (``export``'s
+    arguments) on the thread pool, answered and counted."""
     started = time.perf_counter()
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     as_json = content_type != PROTOBUF  # answers to an unknown content type are JSON, readable by anyone
@@ -163,15 +190,15 @@ async def post_traces(request: Request) -> Response:
         ingest = genai_ingest(request)
         body = await read_body(request, ingest.config.max_request_bytes)
         state = request.app.state
-        answer = await run_in_threadpool(export, body, as_json, ingest, state.store, state.otlp_journal)
+        answer = await run_in_threadpool(exporter, body, as_json, ingest, state.store, state.otlp_journal)
         status, payload = 200, answer
     except OTLPError as exc:
         status, payload = exc.http_status, status_pb2.Status(code=exc.rpc_code, message=exc.message)
     except HTTPException as exc:  # from the ingest function: the store did not take the batch
         code = _RPC_UNAVAILABLE if exc.status_code >= 500 else _RPC_INVALID_ARGUMENT
         status, payload = exc.status_code, status_pb2.Status(code=code, message=str(exc.detail))
-    requests_received.labels(str(status), "http").inc()
-    request_duration.observe(time.perf_counter() - started)
+    requests_received.labels(str(status), "http", signal).inc()
+    request_duration.labels(signal).observe(time.perf_counter() - started)
     return encode(payload, status, as_json)
 
 
@@ -267,26 +294,31 @@ def _not_protobuf(exc: DecodeError) -> OTLPError:
     return OTLPError(400, _RPC_INVALID_ARGUMENT, f"the body is not a valid ExportTraceServiceRequest protobuf ({exc})")
 
 
-def decode_json(body: bytes) -> ExportTraceServiceRequest:
-    """OTLP/JSON: the protobuf JSON mapping, except that trace and span ids are hex, not base64."""
+SPANS_JSON = (("resourceSpans", "resource_spans"), ("scopeSpans", "scope_spans"), ("spans",))
+"""Where an OTLP/JSON trace export holds its spans (camelCase as the specification writes it, or the field names)."""
+
+
+def decode_json(body: bytes, message: Any = ExportTraceServiceRequest, path: tuple = SPANS_JSON) -> Any:
+    """OTLP/JSON: the protobuf JSON mapping of ``message``, except that trace and span ids are hex, not base64 (in
+    the items found along ``path``, and in their ``links``)."""
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise OTLPError(400, _RPC_INVALID_ARGUMENT, f"the body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
-        raise OTLPError(400, _RPC_INVALID_ARGUMENT, "the body must be a JSON object with resourceSpans")
-    for resource_spans in _items(document, "resourceSpans", "resource_spans"):
-        for scope_spans in _items(resource_spans, "scopeSpans", "scope_spans"):
-            for span in _items(scope_spans, "spans"):
-                _hex_ids(span)
-                for link in _items(span, "links"):
+        raise OTLPError(400, _RPC_INVALID_ARGUMENT, f"the body must be a JSON object with {path[0][0]}")
+    (resources, scopes, items) = path
+    for resource in _items(document, *resources):
+        for scope in _items(resource, *scopes):
+            for item in _items(scope, *items):
+                _hex_ids(item)
+                for link in _items(item, "links"):
                     _hex_ids(link)
     try:
-        return json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+        return json_format.ParseDict(document, message(), ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise OTLPError(
-            400, _RPC_INVALID_ARGUMENT, f"the body is not a valid OTLP/JSON ExportTraceServiceRequest: {exc}"
-        ) from None
+        name = message.DESCRIPTOR.name
+        raise OTLPError(400, _RPC_INVALID_ARGUMENT, f"the body is not a valid OTLP/JSON {name}: {exc}") from None
 
 
 def _items(parent: Any, *keys: str) -> list:

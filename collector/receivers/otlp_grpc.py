@@ -1,15 +1,17 @@
-"""OTLP/gRPC trace receiver: ``TraceService/Export``, per the OpenTelemetry Protocol specification.
+"""OTLP/gRPC receiver: ``TraceService/Export`` and ``LogsService/Export``, per the OpenTelemetry Protocol specification.
 
 The transport of the OpenTelemetry Collector's ``otlp`` exporter and of the SDKs' gRPC exporters (port 4317 by
 convention), beside ``POST /v1/traces`` (OTLP/HTTP, ``collector.receivers.otlp``) in the same process: the same
 ingest token, decoder, GenAI mapping, journal or store, metrics and answers, through the one
-``otlp.export``. Started by ``driftwarden api`` and ``driftwarden up`` when ``genai.grpc_listen`` is set
+``otlp.export`` (and ``otlp_logs.export_logs`` for the log records that carry GenAI message content, beside
+``POST /v1/logs``). Started by ``driftwarden api`` and ``driftwarden up`` when ``genai.grpc_listen`` is set
 (``driftwarden api --otlp-grpc-listen``); off by default. Plain TCP, like the HTTP port: terminate TLS in front of
 it (a mesh, an ingress) when the network needs it.
 
 Answers (gRPC status codes, as OTLP/gRPC asks):
 
-* ``OK`` with an ``ExportTraceServiceResponse``; its ``partial_success`` gives the spans rejected and why;
+* ``OK`` with an ``ExportTraceServiceResponse`` (``ExportLogsServiceResponse``); its ``partial_success`` gives the
+  spans (log records) rejected and why;
 * ``INVALID_ARGUMENT`` for a message that does not decode; nothing is stored;
 * ``UNAUTHENTICATED`` without ``authorization: Bearer <ingest token>`` metadata, when the hub has a token;
 * ``RESOURCE_EXHAUSTED`` for a message larger than ``genai.max_request_bytes`` (gRPC's own
@@ -27,17 +29,21 @@ from __future__ import annotations
 import hmac
 import time
 from concurrent import futures
+from functools import partial
 from typing import Any
 
 import grpc
 from fastapi import HTTPException
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from driftwarden.auth import bearer
 from driftwarden.collector.receivers.otlp import OTLPError, export, request_duration, requests_received
+from driftwarden.collector.receivers.otlp_logs import export_logs
 from driftwarden.errors import UserError
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 WORKERS = 8
 """Export calls handled at once; more wait in gRPC's queue."""
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -68,10 +74,24 @@ class OTLPGrpcServer:
             futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="dw-otlp-grpc"),
             options=[("grpc.max_receive_message_length", limit), ("grpc.so_reuseport", 0)],
         )
-        handler = grpc.unary_unary_rpc_method_handler(
-            self._export, response_serializer=ExportTraceServiceResponse.SerializeToString
+        services = (
+            (SERVICE, "traces", export, ExportTraceServiceResponse),
+            (LOGS_SERVICE, "logs", export_logs, ExportLogsServiceResponse),
         )
-        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
+        self._server.add_generic_rpc_handlers(
+            tuple(
+                grpc.method_handlers_generic_handler(
+                    service,
+                    {
+                        "Export": grpc.unary_unary_rpc_method_handler(
+                            partial(self._export, signal=signal, exporter=exporter),
+                            response_serializer=response.SerializeToString,
+                        )
+                    },
+                )
+                for service, signal, exporter, response in services
+            )
+        )
         self.port = 0
 
     def start(self) -> int:
@@ -90,7 +110,7 @@ class OTLPGrpcServer:
         """Refuse new calls, let those in progress finish (at most ``grace_s``)."""
         self._server.stop(grace_s).wait(grace_s + 1)
 
-    def _export(self, body: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
+    def _export(self, body: bytes, context: grpc.ServicerContext, signal: str, exporter: Any) -> Any:
         started = time.perf_counter()
         code, message = grpc.StatusCode.OK, ""
         answer = None
@@ -99,13 +119,13 @@ class OTLPGrpcServer:
             message = "this service needs the ingest token: metadata authorization: Bearer TOKEN"
         else:
             try:
-                answer = export(body, False, self._ingest, self._store, self._journal)
+                answer = exporter(body, False, self._ingest, self._store, self._journal)
             except OTLPError as exc:
                 code, message = _CODES.get(exc.rpc_code, grpc.StatusCode.INTERNAL), exc.message
             except HTTPException as exc:  # the store did not take the calls: retry later
                 code, message = grpc.StatusCode.UNAVAILABLE, str(exc.detail)
-        requests_received.labels(_HTTP_EQUIVALENT.get(code, "500"), "grpc").inc()
-        request_duration.observe(time.perf_counter() - started)
+        requests_received.labels(_HTTP_EQUIVALENT.get(code, "500"), "grpc", signal).inc()
+        request_duration.labels(signal).observe(time.perf_counter() - started)
         if answer is None:
             context.abort(code, message)
         return answer
