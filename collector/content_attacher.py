@@ -44,7 +44,7 @@ searched for it (the parts of other times are not read)."""
 
 _CONTENT = (
     "input_payload", "output_payload", "output_text", "payload_truncated", "input_hash", "output_hash",
-    "params_hash", "redactions",
+    "params_hash", "redactions", "text_names", "text_values",
 )  # fmt: skip
 _PARAMS = ("temperature", "top_p", "max_tokens", "seed")  # the request parameters hashed with the input
 _KEYS = "concat(trace_id, span_id) IN (SELECT arrayJoin(splitByChar(',', {keys:String})))"

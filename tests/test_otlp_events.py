@@ -129,6 +129,9 @@ def test_the_details_event_gives_the_messages_and_the_system_instructions_first(
     assert "jane.doe@example.com" not in call["input_payload"] and call["redactions"] == 1
     assert call["output_text"] == "Done." and json.loads(call["output_payload"])[0]["finish_reason"] == "stop"
     assert call["payload_sampled"] and call["input_hash"] != 0 and call["output_hash"] != 0 and call["params_hash"] != 0
+    # the text features text drift reads, as the collector's OpenAI receiver gives them: what was asked, redacted
+    assert call["text_names"] == ["prompt", "completion"]
+    assert call["text_values"][0].startswith("write to [redacted:email:") and call["text_values"][1] == "Done."
 
 
 def test_per_message_events_become_the_input_in_order_and_choices_the_output_by_index(exported):
@@ -144,12 +147,15 @@ def test_per_message_events_become_the_input_in_order_and_choices_the_output_by_
         (1, "assistant", "length"),
     ]
     assert call["output_text"] == "Your card is charged.\nSecond" and call["redactions"] == 1
+    assert call["text_names"] == ["prompt", "completion"]
+    assert call["text_values"] == [messages[1]["content"], "Your card is charged.\nSecond"]
 
 
 def test_the_oldest_content_events_are_read_too(exported):
     call = exported["content-events"]
     assert json.loads(call["input_payload"]) == [{"role": "user", "content": "2+2?"}]
     assert call["output_payload"] == "4" and call["output_text"] == "4"
+    assert (call["text_names"], call["text_values"]) == (["prompt", "completion"], ["2+2?", "4"])
 
 
 def test_attributes_win_over_events_and_a_span_without_content_stores_none(exported):
@@ -159,3 +165,18 @@ def test_attributes_win_over_events_and_a_span_without_content_stores_none(expor
     bare = exported["no-content"]
     assert (bare["input_payload"], bare["output_payload"], bare["output_text"]) == ("", "", "")
     assert not bare["payload_sampled"] and bare["output_hash"] == 0 and bare["redactions"] == 0
+    assert bare["text_names"] == [] and bare["text_values"] == []
+    answer_only = exported["attributes-win"]  # an output and no input: the completion alone
+    assert (answer_only["text_names"], answer_only["text_values"]) == (["completion"], ["A"])
+
+
+def test_text_drift_finds_the_text_features_of_a_model_seen_only_through_spans(exported, store_client):
+    import datetime as dt
+
+    from driftwarden.detectors.drift import text
+    from driftwarden.detectors.drift.sql import Source
+    from driftwarden.detectors.window import Window
+
+    now = dt.datetime.now(dt.UTC)
+    window = Window(now - dt.timedelta(hours=1), now)
+    assert text.discover(store_client, Source("events-llm", None), window) == ["completion", "prompt"]

@@ -152,6 +152,8 @@ def test_per_message_records_sent_before_the_span_become_the_calls_content_redac
     ]
     assert call["output_text"] == "Your card is charged.\nSecond"
     assert call["content_source"] == "logs" and call["redactions"] == 1 and not call["payload_truncated"]
+    assert call["text_names"] == ["prompt", "completion"]  # what text drift reads, as for content on a span
+    assert call["text_values"] == [messages[1]["content"], "Your card is charged.\nSecond"]
     assert call["input_hash"] != 0 and call["output_hash"] != 0 and call["params_hash"] != 0
     # what the span itself gave stays: tokens, model, ids
     assert (call["prompt_tokens"], call["completion_tokens"], call["protocol"]) == (10, 5, "otlp")
@@ -166,6 +168,7 @@ def test_records_that_come_after_the_span_and_in_two_requests_complete_the_call(
     first = call_row(store_client, "after")
     assert json.loads(first["input_payload"]) == [{"role": "user", "content": "What is 2+2?"}]
     assert first["output_payload"] == "" and first["output_hash"] == 0
+    assert (first["text_names"], first["text_values"]) == (["prompt"], ["What is 2+2?"])
     sdk.event(span, "gen_ai.choice", {"index": 0, "finish_reason": "stop", "message": {"content": "4"}})
     deadline = time.monotonic() + 15
     while (call := call_row(store_client, "after"))["output_text"] != "4":
@@ -173,6 +176,7 @@ def test_records_that_come_after_the_span_and_in_two_requests_complete_the_call(
         time.sleep(0.1)
     assert json.loads(call["input_payload"]) == [{"role": "user", "content": "What is 2+2?"}]
     assert call["input_hash"] == first["input_hash"] and call["output_hash"] != 0
+    assert (call["text_names"], call["text_values"]) == (["prompt", "completion"], ["What is 2+2?", "4"])
 
 
 def test_the_details_record_of_the_current_conventions_hashes_as_the_same_event_on_a_span(sdk, store_client):
@@ -195,6 +199,7 @@ def test_the_details_record_of_the_current_conventions_hashes_as_the_same_event_
     assert stored[0] == {"role": "system", "parts": instructions}
     assert "jane.doe@example.com" not in call["input_payload"] and "[redacted:email:" in call["input_payload"]
     assert call["output_text"] == "Done." and call["redactions"] == 1
+    assert call["text_values"][0].startswith("write to [redacted:email:") and call["text_values"][1] == "Done."
     params = {"temperature": 0.0, "top_p": None, "max_tokens": None, "seed": None}
     on_a_span = content_of(inputs, outputs, instructions, params, GenAIIngest().redactor, 65536)
     assert (call["input_hash"], call["output_hash"], call["params_hash"]) == (

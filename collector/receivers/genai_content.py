@@ -21,15 +21,19 @@ input message, ``{"role": "system", "parts": [...]}``, so that the input hash co
 
 Content is stored only when present, and passes through the collector's redaction
 (``collector.processors.redaction``): field rules in the parsed JSON, then the patterns;
-``output_text`` holds the text parts of the output. Each stored text is cut at
-``genai.max_content_bytes`` (``payload_truncated`` says so).
+``output_text`` holds the text parts of the output, and the text features ``prompt`` (the last user message)
+and ``completion`` (``output_text``) what text drift reads, as the collector's OpenAI receiver gives them. Each
+stored text is cut at ``genai.max_content_bytes`` (``payload_truncated`` says so).
+
+The same events sent as OpenTelemetry log records (``POST /v1/logs``, ``collector.receivers.otlp_logs``) are
+stored one by one (:func:`event_piece`) and assembled once their call is known (:func:`assemble`).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
@@ -65,6 +69,8 @@ class SpanContent:
     output_hash: int = 0
     params_hash: int = 0
     redactions: int = 0
+    text_names: list[str] = field(default_factory=list)
+    text_values: list[str] = field(default_factory=list)
 
 
 def read_content(
@@ -90,16 +96,25 @@ def read_content(
         found_in, found_out, instructions = _from_events(span.events, found_in, found_out, instructions)
     if found_in is None and found_out is None and instructions is None:
         return None
-    return content_of(found_in, found_out, instructions, params, redactor, limit)
+    return content_of(found_in, found_out, instructions, params, redactor, limit, features=True)
 
 
 def content_of(
-    found_in: Any, found_out: Any, instructions: Any, params: dict[str, Any], redactor: Redactor, limit: int
+    found_in: Any,
+    found_out: Any,
+    instructions: Any,
+    params: dict[str, Any],
+    redactor: Redactor,
+    limit: int,
+    *,
+    features: bool = False,
 ) -> SpanContent:
-    """The content columns of an input, an output and system instructions as found (any of them None)."""
+    """The content columns of an input, an output and system instructions as found (any of them None); with
+    ``features``, the text features too (:func:`text_features`)."""
     content = SpanContent(payload_sampled=True)
     counts: Counter[str] = Counter()
     cut = False
+    parsed_in = None
     if found_in is not None or instructions is not None:
         if instructions is None:
             parsed_in, text_in = _parsed(found_in), _as_text(found_in)
@@ -121,7 +136,43 @@ def content_of(
         cut = cut or cut_out
     content.payload_truncated = cut
     content.redactions = min(sum(counts.values()), 0xFFFF)
+    if features:
+        text_features(content, prompt_text(parsed_in), redactor, limit)
     return content
+
+
+def text_features(content: SpanContent, prompt: str | None, redactor: Redactor | None, limit: int) -> None:
+    """The text features of a call, as the collector's OpenAI receiver gives them (and text drift reads them):
+    ``prompt``, what the model was asked (:func:`prompt_text`; redacted by ``redactor`` unless it already is, and
+    not counted again: it is a part of the input), and ``completion``, the text of the output (``output_text``)."""
+    if prompt:
+        if redactor is not None and redactor.is_field("prompt"):
+            prompt = redactor.token("field", prompt)
+        elif redactor is not None:
+            prompt = redactor.text(prompt, Counter())
+        prompt, cut = cap_text(prompt, limit)
+        content.payload_truncated |= cut
+        content.text_names.append("prompt")
+        content.text_values.append(prompt)
+    if content.output_text:
+        content.text_names.append("completion")
+        content.text_values.append(content.output_text)
+
+
+def prompt_text(messages: Any) -> str | None:
+    """What the model was asked: the text of the last user message (of the last message when none is the user's;
+    system instructions are not asked), or the prompt when it is text."""
+    if isinstance(messages, str):
+        return messages
+    if isinstance(messages, dict):
+        messages = [messages]
+    if not isinstance(messages, list):
+        return None
+    dicts = [m for m in messages if isinstance(m, dict)]
+    asked = [m for m in dicts if m.get("role") == "user"] or [m for m in dicts if m.get("role") != "system"]
+    if not asked:
+        return None
+    return output_text(asked[-1:]) or None
 
 
 LOG_EVENTS = CONTENT_EVENTS | MESSAGE_EVENTS.keys() | {CHOICE_EVENT}
@@ -200,6 +251,8 @@ def assemble(pieces: list[EventPiece], params: dict[str, Any], limit: int) -> Sp
         content.payload_truncated |= piece.truncated
         used.append(piece)
     content.redactions = min(sum(p.redactions for p in used), 0xFFFF)
+    asked = [_parsed(p.input) for p in messages]  # already redacted
+    text_features(content, prompt_text(asked[0] if whole_in else asked), None, limit)
     return content
 
 
