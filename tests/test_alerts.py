@@ -266,8 +266,9 @@ def test_runbook_promql_parses(tmp_path: Path) -> None:
 
 def test_rules_and_runbooks_use_only_metrics_the_collector_and_detectors_export() -> None:
     """The contract with collector/metrics.py and detectors/exporter.py: no alert on a misspelt name."""
-    from driftwarden.collector import genai_metrics, metrics  # noqa: F401 - genai_metrics registers in REGISTRY
-    from driftwarden.collector.receivers import otlp  # noqa: F401 - so does the OTLP receiver
+    # genai_metrics, the content attacher and the OTLP receivers register their metrics in REGISTRY when imported
+    from driftwarden.collector import content_attacher, genai_metrics, metrics  # noqa: F401
+    from driftwarden.collector.receivers import otlp, otlp_logs  # noqa: F401
     from driftwarden.detectors.exporter import Exporter
 
     families = {family.name for registry in (metrics.REGISTRY, Exporter().registry) for family in registry.collect()}

@@ -227,6 +227,7 @@ def test_records_without_content_and_other_logs_are_counted_not_stored(hub, sdk,
     sdk.event(span, "gen_ai.user.message")  # content capture off: the record has no body
     sdk.event(span, "gen_ai.choice", {"index": 0, "finish_reason": "stop", "message": {"role": "assistant"}})
     sdk.logger.emit(body="connection pool resized", attributes={"pool": 4}, context=trace.set_span_in_context(span))
+    sdk.logger.emit(body="odd", attributes={"event.name": ["a", "list"]}, context=trace.set_span_in_context(span))
     span.end()
     call = call_row(store_client, "capture-off", content=False)
     time.sleep(1.0)
@@ -238,7 +239,7 @@ def test_records_without_content_and_other_logs_are_counted_not_stored(hub, sdk,
         == 0
     )
     assert samples(hub.url, "driftwarden_otlp_log_records_total", outcome="no_content") == before["no_content"] + 2
-    assert samples(hub.url, "driftwarden_otlp_log_records_total", outcome="not_genai") == before["not_genai"] + 1
+    assert samples(hub.url, "driftwarden_otlp_log_records_total", outcome="not_genai") == before["not_genai"] + 2
 
 
 # -- requests built by hand: OTLP/JSON, partial success, bad input ---------------------------------------------------
@@ -359,6 +360,32 @@ def test_the_store_content_switch_off_stores_no_record(store_client):
         served.close()
     query = f"SELECT count() FROM genai_content_events WHERE trace_id = '{trace_id.hex()}'"
     assert store_client.query(query).result_rows[0][0] == 0
+
+
+def test_content_over_the_size_limit_is_cut_and_says_so(store_client):
+    app = hub_app(store_client, max_content_bytes=200)
+    served = Served(app)
+    sdk = Sdk(served.url)
+    try:
+        long_question = [{"role": "user", "parts": [{"type": "text", "content": "why? " * 100}]}]
+        span = sdk.call("cut-details")
+        details = {"gen_ai.input.messages": json.dumps(long_question)}
+        sdk.event(span, "gen_ai.client.inference.operation.details", **details)
+        span.end()
+        call = call_row(store_client, "cut-details")
+        assert call["payload_truncated"] and len(call["input_payload"].encode()) <= 200
+        assert call["text_names"] == []  # a cut JSON array does not say what was asked
+        span = sdk.call("cut-messages")
+        sdk.event(span, "gen_ai.user.message", {"content": "short"})
+        sdk.event(span, "gen_ai.choice", {"index": 0, "message": {"content": "long answer " * 50}})
+        span.end()
+        call = call_row(store_client, "cut-messages")
+        assert call["payload_truncated"] and call["text_values"][0] == "short"
+        assert len(call["output_text"].encode()) <= 200 and call["output_text"].startswith("long answer")
+    finally:
+        sdk.close()
+        served.close()
+        close_ingest(app)
 
 
 # -- OTLP/gRPC, and a restart between the records and their span -----------------------------------------------------

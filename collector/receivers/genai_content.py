@@ -233,7 +233,6 @@ def assemble(pieces: list[EventPiece], params: dict[str, Any], limit: int) -> Sp
     index. Each part is already redacted; its hash is the hash of the one event's part before redaction, or, for
     several messages or choices, the canonical hash of the list of theirs."""
     content = SpanContent(payload_sampled=True)
-    used: list[EventPiece] = []
     whole_in = next((p for p in pieces if p.kind == "whole" and p.input), None)
     messages = [whole_in] if whole_in else [p for p in pieces if p.kind == "message"]
     if messages:
@@ -247,12 +246,14 @@ def assemble(pieces: list[EventPiece], params: dict[str, Any], limit: int) -> Sp
         text = "\n".join(p.output_text for p in choices if p.output_text)
         content.output_text, cut = cap_text(text, limit)
         content.payload_truncated |= cut
-    for piece in {id(p): p for p in messages + choices}.values():
-        content.payload_truncated |= piece.truncated
-        used.append(piece)
+    used = {id(p): p for p in messages + choices}.values()  # a details event may give both
+    content.payload_truncated |= any(p.truncated for p in used)
     content.redactions = min(sum(p.redactions for p in used), 0xFFFF)
-    asked = [_parsed(p.input) for p in messages]  # already redacted
-    text_features(content, prompt_text(asked[0] if whole_in else asked), None, limit)
+    if whole_in:  # already redacted; a cut JSON array does not say what was asked
+        asked = None if whole_in.truncated else _parsed(whole_in.input)
+    else:
+        asked = [_parsed(p.input) for p in messages]  # a cut message is text, and left out
+    text_features(content, prompt_text(asked), None, limit)
     return content
 
 

@@ -185,7 +185,7 @@ def map_records(request: Any, ingest: GenAIIngest) -> LogBatch:
                 name = record.event_name
                 if not name and "event.name" in attributes:
                     name = value_of(attributes["event.name"])
-                if name not in LOG_EVENTS:
+                if not isinstance(name, str) or name not in LOG_EVENTS:  # an event.name of another type too
                     batch.not_genai += 1
                     continue
                 trace, span = record.trace_id, record.span_id
