@@ -106,7 +106,8 @@ class LogBatch:
         self.reasons[reason] += n
 
     def message(self) -> str:
-        return "; ".join(f"{n} log records: {reason}" for reason, n in self.reasons.most_common())
+        """The ``partial_success.error_message``: every reason with its count."""
+        return "; ".join(f"{n} log record(s): {reason}" for reason, n in self.reasons.most_common())
 
     def table(self) -> pa.Table:
         columns = zip(*self.rows, strict=True)
