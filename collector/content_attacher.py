@@ -19,10 +19,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from prometheus_client import Counter, Gauge
 
 from driftwarden.collector.ingest import COALESCED_INSERT, store_lock
@@ -52,6 +54,9 @@ _KEYS = "concat(trace_id, span_id) IN (SELECT arrayJoin(splitByChar(',', {keys:S
 formatted by clickhouse-connect, cost more than the rest of the query."""
 CHUNK = 500
 """Calls looked for (and given content) per query: their keys are the query's parameters."""
+REGIVE_S = 120.0
+"""How long a call given content is watched for its span stored again without it (an exporter's retry of a span
+whose first answer it missed, a journal replayed at start): :meth:`ContentAttacher.spans_stored`."""
 
 attached = Counter(
     "driftwarden_genai_content_attached",
@@ -92,6 +97,8 @@ class ContentAttacher:
         self._limit = limit
         self._horizon_s = horizon_s
         self._pending: dict[tuple[str, str], _Waiting] = {}  # (trace id, span id) -> its wait
+        self._given: dict[str, tuple[int, int, float]] = {}  # trace id + span id -> records' times, when given;
+        self._given_keys: pa.Array | None = None  # in the order given; and its keys as Arrow, built when first needed
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -110,6 +117,23 @@ class ContentAttacher:
                 self._pending[key] = _Waiting(first, last, now if old is None else old.noted, now)
             waiting.set(len(self._pending))
         self._wake.set()
+
+    def spans_stored(self, table: pa.Table) -> None:
+        """Rows just stored into ``inferences`` (their ``trace_id``, ``span_id``): those of calls given content in the
+        last ``REGIVE_S`` are looked at again, since a span stored again replaces the row with its content (the
+        later row wins) by one without it. Costs nothing while no call was given content lately."""
+        with self._lock:
+            if not self._given:
+                return
+            if self._given_keys is None:
+                self._given_keys = pa.array(list(self._given), pa.string())
+            given = self._given_keys
+        keys = pc.binary_join_element_wise(table["trace_id"], table["span_id"], "")
+        again = pc.filter(keys, pc.is_in(keys, value_set=given)).to_pylist()
+        if again:
+            with self._lock:
+                times = {key: self._given[key][:2] for key in again if key in self._given}
+            self.note({(key[:32], key[32:]): span for key, span in times.items()})
 
     def close(self, timeout: float = 10.0) -> None:
         """One last pass for the calls waiting, then stop."""
@@ -189,11 +213,29 @@ class ContentAttacher:
                     given.append(self._with_content(rows))  # records is given it again, with what came since
         count = sum(t.num_rows for t in given)
         if count:
+            table = pa.concat_tables(given)
+            # a token of its own: the same content given again (after a span stored again replaced it) is the same
+            # block as before, which the store would drop as a repeated insert (non_replicated_deduplication_window;
+            # insert_deduplicate=0 does not stop that in ClickHouse 26.9)
+            settings = {**COALESCED_INSERT, "insert_deduplication_token": f"dw-content-{uuid.uuid4().hex}"}
             with store_lock:
-                self._client.insert_arrow("inferences", pa.concat_tables(given), settings=COALESCED_INSERT)
+                self._client.insert_arrow("inferences", table, settings=settings)
             attached.inc(count)
+            calls = zip(table["trace_id"].to_pylist(), table["span_id"].to_pylist(), strict=True)
         now = time.monotonic()
         with self._lock:
+            if count:
+                for trace, span in calls:
+                    wait = due[(trace, span)]
+                    self._given.pop(trace + span, None)  # to the end: the oldest given stay first
+                    self._given[trace + span] = (wait.first, wait.last, now)
+                self._given_keys = None
+            while self._given:
+                key, (_, _, at) = next(iter(self._given.items()))
+                if now - at <= REGIVE_S:
+                    break
+                del self._given[key]
+                self._given_keys = None
             for key, wait in due.items():
                 if self._pending.get(key) is not wait:
                     continue  # more records came during the pass: the call is looked at again

@@ -59,7 +59,9 @@ def create_app(
         from driftwarden.collector.ingest_journal import IngestJournal
 
         max_bytes = (genai or GenAIConfig()).journal_max_bytes
-        app.state.otlp_journal = IngestJournal(journal_dir, client, "inferences", max_bytes=max_bytes)
+        app.state.otlp_journal = IngestJournal(
+            journal_dir, client, "inferences", max_bytes=max_bytes, on_inserted=app.state.genai.spans_stored
+        )
     app.include_router(otlp_router, dependencies=[Depends(bearer_guard(token))])
     app.include_router(otlp_logs_router, dependencies=[Depends(bearer_guard(token))])
     app.state.genai.content_attacher(client)  # content of log records left by a previous run is attached

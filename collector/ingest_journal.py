@@ -39,6 +39,7 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -144,6 +145,8 @@ class IngestJournal:
 
     ``append`` (any thread) returns once the rows are ``fsync``'d; ``close`` stops the inserter after
     one last attempt to insert what waits (for at most ``timeout`` seconds) and keeps the rest on disk.
+    ``on_inserted`` is called with the rows of each insert once the store took them (the content attacher's
+    ``spans_stored``).
     """
 
     def __init__(
@@ -155,9 +158,11 @@ class IngestJournal:
         max_bytes: int = JOURNAL_MAX_BYTES,
         linger_s: float = LINGER_S,
         set_aside_retry_s: float = SET_ASIDE_RETRY_S,
+        on_inserted: Callable[[pa.Table], None] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.client, self.table_name, self.linger_s = client, table_name, linger_s
+        self._on_inserted = on_inserted
         try:
             self.spool = Spool(self.directory, segment_bytes=min(SEGMENT_BYTES, max_bytes), max_bytes=max_bytes)
             self.set_aside = Spool(
@@ -320,6 +325,11 @@ class IngestJournal:
     def _insert(self, table: pa.Table) -> None:
         with store_lock:
             self.client.insert_arrow(self.table_name, table, settings=COALESCED_INSERT)
+        if self._on_inserted is not None:
+            try:
+                self._on_inserted(table)
+            except Exception:  # the rows are in: what watches them must not make the journal insert them again
+                log.exception("the hook after inserting %d journaled rows failed", table.num_rows)
 
     def _insert_around(self, entry: tuple[Path, pa.Table, float], exc: Exception) -> bool:
         """Insert a record the store keeps refusing for what it holds around its refused rows, which are set aside

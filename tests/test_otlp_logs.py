@@ -388,6 +388,38 @@ def test_content_over_the_size_limit_is_cut_and_says_so(store_client):
         close_ingest(app)
 
 
+@pytest.mark.parametrize("journal", [False, True], ids=["answered-after-insert", "journal"])
+def test_a_span_sent_again_after_its_call_got_content_gets_it_back(store_client, tmp_path, journal):
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+
+    app = create_app(store_client, journal_dir=tmp_path / "journal" if journal else None)
+    served = Served(app)
+    sdk = Sdk(served.url)
+    try:
+        held = TracerProvider().get_tracer("held")  # no processor: the span is exported by hand, twice
+        span = sdk.call(f"sent-again-{journal}", tracer=held)
+        sdk.event(span, "gen_ai.user.message", {"content": "asked once"})
+        span.end()
+        exporter = OTLPSpanExporter(endpoint=served.url + "/v1/traces")
+        exporter.export([span])
+        assert call_row(store_client, f"sent-again-{journal}")["content_source"] == "logs"
+        # the span sent again, in a request with another (so not an identical block, which the store would drop as
+        # a repeated insert): its later row, without content, replaces the call's row that had it
+        other = sdk.call(f"other-{journal}", tracer=held)
+        other.end()
+        exporter.export([span, other])
+        if journal:
+            assert app.state.otlp_journal.wait_empty(10)
+        call = call_row(store_client, f"sent-again-{journal}")  # the attacher gave it its content back
+        assert json.loads(call["input_payload"]) == [{"role": "user", "content": "asked once"}]
+        assert call["content_source"] == "logs"
+    finally:
+        sdk.close()
+        served.close()
+        close_ingest(app)
+
+
 # -- OTLP/gRPC, and a restart between the records and their span -----------------------------------------------------
 
 

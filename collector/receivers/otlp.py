@@ -120,6 +120,13 @@ class GenAIIngest:
                 self._attacher = ContentAttacher(store, self.config.max_content_bytes)
             return self._attacher
 
+    def spans_stored(self, table: Any) -> None:
+        """Calls just stored (an Arrow table with ``trace_id``, ``span_id``): the content attacher looks again at
+        those it gave content lately, which a retried span may have replaced by a row without it."""
+        attacher = self._attacher
+        if attacher is not None and table is not None:
+            attacher.spans_stored(table)
+
     def close(self, timeout: float = 10.0) -> None:
         """Stop the content attacher, after a last pass."""
         with self._attacher_lock:
@@ -260,6 +267,7 @@ def export(
                 refused, refusal = insert_around(store, "inferences", batch.table, arrival=arrival)
                 if refused is not None:  # the others are stored: these are answered as rejected
                     batch.take_out(refused, f"the store refused them for what they hold ({refusal})")
+                ingest.spans_stored(batch.table)
     if batch.stored:
         ingest.recorder.observe_calls(batch.calls)
     spans_received.labels("stored").inc(batch.stored)
