@@ -6,7 +6,8 @@ may be split over several requests. The events are stored as they come (``genai_
 of the hub writes each call's assembled content (``genai_content.assemble``) into its row of ``inferences``: the
 row read with ``FINAL`` and inserted again with the content columns replaced and ``content_source = 'logs'``
 (the same sorting key: the ``ReplacingMergeTree`` keeps the later row). It does so once the call's row is there,
-and again whenever more of the call's records arrive; a call whose span carried content itself keeps it.
+and again whenever more of the call's records arrive, or its span is stored again without content within
+``REGIVE_S`` (:meth:`ContentAttacher.spans_stored`); a call whose span carried content itself keeps it.
 
 The calls to attach are those whose records this process stored (:meth:`ContentAttacher.note`), and, at start,
 those of the records received in the last ``HORIZON_S`` (a restart between the records and their span, or
