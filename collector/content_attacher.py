@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from prometheus_client import Counter, Gauge
 
-from driftwarden.collector.ingest import COALESCED_INSERT, store_lock
+from driftwarden.collector.ingest import coalesced_insert, store_lock
 from driftwarden.collector.metrics import REGISTRY
 from driftwarden.collector.receivers.genai_content import EventPiece, assemble
 from driftwarden.errors import first_line
@@ -215,12 +214,10 @@ class ContentAttacher:
         count = sum(t.num_rows for t in given)
         if count:
             table = pa.concat_tables(given)
-            # a token of its own: the same content given again (after a span stored again replaced it) is the same
-            # block as before, which the store would drop as a repeated insert (non_replicated_deduplication_window;
-            # insert_deduplicate=0 does not stop that in ClickHouse 26.9)
-            settings = {**COALESCED_INSERT, "insert_deduplication_token": f"dw-content-{uuid.uuid4().hex}"}
+            # with a deduplication token of its own: the same content given again (after a span stored again replaced
+            # it) is the same block as before, which the store would otherwise drop as a repeated insert
             with store_lock:
-                self._client.insert_arrow("inferences", table, settings=settings)
+                self._client.insert_arrow("inferences", table, settings=coalesced_insert())
             attached.inc(count)
             calls = zip(table["trace_id"].to_pylist(), table["span_id"].to_pylist(), strict=True)
         now = time.monotonic()

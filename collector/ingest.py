@@ -28,6 +28,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from typing import Any
 
 import pyarrow as pa
@@ -370,7 +371,15 @@ that only serve a batch re-sent whole, which a group never is (its tables wait t
 hash kept for ``non_replicated_deduplication_window`` and the collapse of equal keys within the inserted block.
 Coalesced rows are deduplicated by key (``ReplacingMergeTree``: at merge time and by ``FINAL``), as a retry sent
 in another insert always was. The two steps cost about 40% of a 1,000-row insert's CPU in the embedded store
-(BENCHMARKS.md, OTLP third pass)."""
+(BENCHMARKS.md, OTLP third pass). Use :func:`coalesced_insert`, which adds what the embedded engine needs."""
+
+
+def coalesced_insert() -> dict[str, Any]:
+    """:data:`COALESCED_INSERT` for one insert. In ClickHouse 26.9 (chdb) ``insert_deduplicate = 0`` no longer stops
+    a non-replicated table from hashing the block and dropping it when a recent insert had the same one; an
+    ``insert_deduplication_token`` of its own does (the token stands for the block's hash): 25,000-row inserts of
+    GenAI calls cost 2.3-2.6 µs of CPU per row with it against 3.1-4.0 without (BENCHMARKS.md, 2026-12-04)."""
+    return {**COALESCED_INSERT, "insert_deduplication_token": f"dw-{uuid.uuid4().hex}"}
 
 COALESCE_MAX_ROWS = 50_000
 """Largest insert that :func:`_insert_coalesced` builds from waiting tables (its own table may be larger)."""
@@ -476,7 +485,7 @@ def _insert_coalesced(
                 _waiting[:] = [w for w in _waiting if id(w) not in taken]
             combined = table if len(group) == 1 else pa.concat_tables([w.table for w in group])
             try:
-                client.insert_arrow(table_name, combined, settings=COALESCED_INSERT)
+                client.insert_arrow(table_name, combined, settings=coalesced_insert())
             except Exception as exc:
                 log.exception("inserting %d rows into %s failed", combined.num_rows, table_name)
                 for waiting in group:
@@ -497,7 +506,7 @@ def _insert_around(client, table_name: str, table: pa.Table) -> tuple[pa.Table |
 
     def insert(part: pa.Table) -> None:
         with store_lock:
-            client.insert_arrow(table_name, part, settings=COALESCED_INSERT)
+            client.insert_arrow(table_name, part, settings=coalesced_insert())
 
     refused: list[pa.Table] = []
 

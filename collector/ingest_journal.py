@@ -47,7 +47,7 @@ from prometheus_client import Counter, Gauge
 
 from driftwarden.collector.arrow import from_ipc, to_ipc
 from driftwarden.collector.genai_config import JOURNAL_MAX_BYTES
-from driftwarden.collector.ingest import COALESCED_INSERT, store_lock
+from driftwarden.collector.ingest import coalesced_insert, store_lock
 from driftwarden.collector.metrics import REGISTRY
 from driftwarden.collector.sinks.store import keep_aside, refused_for_its_data, write_around_refusals
 from driftwarden.collector.spool import (
@@ -324,7 +324,7 @@ class IngestJournal:
 
     def _insert(self, table: pa.Table) -> None:
         with store_lock:
-            self.client.insert_arrow(self.table_name, table, settings=COALESCED_INSERT)
+            self.client.insert_arrow(self.table_name, table, settings=coalesced_insert())
         if self._on_inserted is not None:
             try:
                 self._on_inserted(table)
