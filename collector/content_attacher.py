@@ -97,8 +97,8 @@ class ContentAttacher:
         self._limit = limit
         self._horizon_s = horizon_s
         self._pending: dict[tuple[str, str], _Waiting] = {}  # (trace id, span id) -> its wait
-        self._given: dict[str, tuple[int, int, float]] = {}  # trace id + span id -> records' times, when given;
-        self._given_keys: pa.Array | None = None  # in the order given; and its keys as Arrow, built when first needed
+        self._given: dict[str, tuple[int, int, float]] = {}  # trace id + span id -> records' times, when given
+        self._given_keys: pa.Array | None = None  # the keys of _given (oldest first) as Arrow, built when needed
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()

@@ -381,6 +381,7 @@ def coalesced_insert() -> dict[str, Any]:
     GenAI calls cost 2.3-2.6 µs of CPU per row with it against 3.1-4.0 without (BENCHMARKS.md, 2026-12-04)."""
     return {**COALESCED_INSERT, "insert_deduplication_token": f"dw-{uuid.uuid4().hex}"}
 
+
 COALESCE_MAX_ROWS = 50_000
 """Largest insert that :func:`_insert_coalesced` builds from waiting tables (its own table may be larger)."""
 
