@@ -211,22 +211,21 @@ class ContentAttacher:
                     )
                 if rows.num_rows:  # a call whose span carried content keeps it; one given content from log
                     given.append(self._with_content(rows))  # records is given it again, with what came since
-        count = sum(t.num_rows for t in given)
-        if count:
+        given_calls: list[tuple[str, str]] = []
+        if given:
             table = pa.concat_tables(given)
             # with a deduplication token of its own: the same content given again (after a span stored again replaced
             # it) is the same block as before, which the store would otherwise drop as a repeated insert
             with store_lock:
                 self._client.insert_arrow("inferences", table, settings=coalesced_insert())
-            attached.inc(count)
-            calls = zip(table["trace_id"].to_pylist(), table["span_id"].to_pylist(), strict=True)
+            given_calls = list(zip(table["trace_id"].to_pylist(), table["span_id"].to_pylist(), strict=True))
+            attached.inc(len(given_calls))
         now = time.monotonic()
         with self._lock:
-            if count:
-                for trace, span in calls:
-                    wait = due[(trace, span)]
-                    self._given.pop(trace + span, None)  # to the end: the oldest given stay first
-                    self._given[trace + span] = (wait.first, wait.last, now)
+            for trace, span in given_calls:
+                wait = due[(trace, span)]
+                self._given.pop(trace + span, None)  # to the end: the oldest given stay first
+                self._given[trace + span] = (wait.first, wait.last, now)
                 self._given_keys = None
             while self._given:
                 key, (_, _, at) = next(iter(self._given.items()))
@@ -245,7 +244,7 @@ class ContentAttacher:
                 else:
                     wait.due, wait.delay = now + wait.delay, min(wait.delay * 2, MAX_DELAY_S)
             waiting.set(len(self._pending))
-        return count
+        return len(given_calls)
 
     def _with_content(self, calls: pa.Table) -> pa.Table:
         """The rows ``calls`` (of ``inferences``, whole) with the content columns assembled from their records."""

@@ -124,7 +124,7 @@ class GenAIIngest:
         """Calls just stored (an Arrow table with ``trace_id``, ``span_id``): the content attacher looks again at
         those it gave content lately, which a retried span may have replaced by a row without it."""
         attacher = self._attacher
-        if attacher is not None and table is not None:
+        if attacher is not None:
             attacher.spans_stored(table)
 
     def close(self, timeout: float = 10.0) -> None:
