@@ -7,7 +7,10 @@ SIGKILL. A store that refuses is a real refusal: the ``inferences`` table rename
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import itertools
+import json
 import threading
 import time
 
@@ -15,7 +18,9 @@ import httpx
 import pyarrow as pa
 import pytest
 from fastapi import Response
+from google.protobuf import json_format
 from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from driftwarden import storage
@@ -24,7 +29,8 @@ from driftwarden.collector.genai_config import GenAIConfig
 from driftwarden.collector.hub_app import close_ingest, create_app
 from driftwarden.collector.ingest_journal import IngestJournal, journal_directory
 from driftwarden.collector.metrics import REGISTRY
-from driftwarden.collector.receivers.otlp import GenAIIngest, decode_protobuf
+from driftwarden.collector.receivers import otlp
+from driftwarden.collector.receivers.otlp import JSON, GenAIIngest, decode_protobuf
 from driftwarden.collector.spool import SET_ASIDE, SET_ASIDE_AFTER, Spool
 from tests.collector_harness import module_store_url
 from tests.hub_process import Hub, query_store, wait_for
@@ -116,6 +122,81 @@ def test_a_store_that_refuses_keeps_the_answered_calls_503_once_full_and_all_sto
         close_ingest(app)
     assert stored(client, "journal-full")[1] == (len(answered) + 1) * SPANS
     assert not list((tmp_path / "journal").glob("segment-*")), "inserted segments are deleted"
+
+
+@pytest.mark.timeout(120)
+def test_small_journaled_protobuf_exports_are_mapped_on_the_event_loop_the_others_on_the_thread_pool_once(
+    journal_store, tmp_path, monkeypatch
+):
+    """A journaled protobuf request up to ``INLINE_MAX_BYTES`` whose spans map column by column is handled on the
+    event loop; content to redact or a rejected span sends it, mapped and counted once, to the thread pool, as JSON
+    and larger bodies go."""
+    mapped: list[tuple[bool, bool, bool]] = []  # (columnar only, on the event loop, left to the thread pool)
+    decode_and_map = otlp._decode_and_map
+
+    def watched(body, as_json, ingest, columnar_only=False):
+        try:
+            asyncio.get_running_loop()
+            on_loop = True
+        except RuntimeError:
+            on_loop = False
+        batch = decode_and_map(body, as_json, ingest, columnar_only)
+        mapped.append((columnar_only, on_loop, batch is None))
+        return batch
+
+    monkeypatch.setattr(otlp, "_decode_and_map", watched)
+    client = storage.connect(journal_store)
+    app = create_app(client, journal_dir=tmp_path / "journal")
+    served = Served(app)
+    start = time.time_ns() - 10**10
+    messages = json.dumps([{"role": "user", "parts": [{"type": "text", "content": "mail jane.doe@example.com"}]}])
+    stored_before = metric("driftwarden_otlp_spans_total", outcome="stored")
+
+    def send(spans: list, content_type: str = "application/x-protobuf") -> ExportTraceServiceResponse:
+        mapped.clear()
+        request = export_request(spans)
+        if content_type == JSON:  # OTLP/JSON: the ids in hex
+            document = json_format.MessageToDict(request)
+            for span in document["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+                span["traceId"], span["spanId"] = (base64.b64decode(span[k]).hex() for k in ("traceId", "spanId"))
+            answer = post(served.url, json.dumps(document).encode(), JSON)
+            assert answer.status_code == 200 and answer.json() == {}, answer.text
+            return ExportTraceServiceResponse()
+        answer = post(served.url, request.SerializeToString())
+        assert answer.status_code == 200, answer.text
+        return ExportTraceServiceResponse.FromString(answer.content)
+
+    try:
+        send([genai_span(9_000_000 + i, "inline-plain", start=start + i) for i in range(300)])
+        assert mapped == [(True, True, False)], "mapped column by column on the event loop"
+        send([genai_span(9_001_000, "inline-content", start=start, **{"gen_ai.input.messages": messages})])
+        assert mapped == [(True, True, True), (False, False, False)], "content is mapped on the thread pool"
+        answer = send(
+            [
+                genai_span(9_002_000, "inline-rejected", start=start),
+                genai_span(9_002_001, "inline-rejected", start=start, duration_ns=-5),
+            ]
+        )
+        assert mapped == [(True, True, True), (False, False, False)]
+        assert (
+            answer.partial_success.rejected_spans == 1 and "negative duration" in answer.partial_success.error_message
+        )
+        send([genai_span(9_003_000, "inline-json", start=start)], JSON)
+        assert mapped == [(False, False, False)], "OTLP/JSON goes to the thread pool"
+        monkeypatch.setattr(otlp, "INLINE_MAX_BYTES", 1_000)
+        send([genai_span(9_004_000 + i, "inline-large", start=start + i) for i in range(20)])
+        assert mapped == [(False, False, False)], "a body over INLINE_MAX_BYTES goes to the thread pool"
+        assert app.state.otlp_journal.wait_empty(30)
+    finally:
+        served.close()
+        close_ingest(app)
+    for model, calls in (("plain", 300), ("content", 1), ("rejected", 1), ("json", 1), ("large", 20)):
+        assert stored(client, f"inline-{model}") == (calls, calls), model
+    assert metric("driftwarden_otlp_spans_total", outcome="stored") - stored_before == 323, "each span counted once"
+    ((payload,),) = client.query(
+        "SELECT input_payload FROM inferences FINAL WHERE model = 'inline-content'"
+    ).result_rows
+    assert "[redacted:email:" in payload and "jane.doe@example.com" not in payload
 
 
 @pytest.mark.timeout(120)

@@ -272,12 +272,13 @@ class SpanMapper:
         self._max_tokens = config.max_tokens_per_call
         self._valid_names: dict[str, str | None] = {}
 
-    def map(self, request: Any) -> SpanBatch:
+    def map(self, request: Any, columnar_only: bool = False) -> SpanBatch | None:
         """The request's spans as a :class:`SpanBatch`: each attribute read once (:meth:`_read`), then the calls
         built column by column (:meth:`_columns`), or span by span (:meth:`_rows`) for a request that has what
         the columnar way leaves to it (a rejected span, message content, an attribute sent with two types).
-        Both ways give the same table (tests/test_genai_columnar.py). Runs with the cyclic garbage collector
-        paused (:func:`_collector_paused`)."""
+        Both ways give the same table (tests/test_genai_columnar.py). With ``columnar_only``, None for such a
+        request: its span-by-span mapping (redacting message content: up to half a second a megabyte) is left
+        to the caller. Runs with the cyclic garbage collector paused (:func:`_collector_paused`)."""
         batch = SpanBatch()
         with _collector_paused():
             spans, attributes, origins = self._read(request, batch)
@@ -285,6 +286,8 @@ class SpanMapper:
                 return batch
             built = self._columns(spans, attributes, origins)
             if built is None:
+                if columnar_only:
+                    return None
                 built = self._rows(spans, attributes, origins, batch)
             if built is not None:
                 self._finish(batch, *built)

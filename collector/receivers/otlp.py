@@ -28,7 +28,8 @@ written in one insert, each answered once its calls are stored; a request announ
 decodes them (``ingest.Arrival``), so that an insert about to start can wait briefly to take them too. Both
 are guarded by the same ingest token (``collector.hub_app``). The GenAI metrics (``collector.genai_metrics``)
 are observed once the calls are stored (or journaled). All of it (:func:`export`, shared with the OTLP/gRPC
-receiver, ``collector.receivers.otlp_grpc``) runs on the thread pool, not on the event loop; the protobuf is
+receiver, ``collector.receivers.otlp_grpc``) runs on the thread pool, or on the event loop for a journaled protobuf
+request of at most :data:`INLINE_MAX_BYTES`, which waits for no insert; the protobuf is
 decoded on protobuf's upb backend with ``opentelemetry-proto``'s descriptors, the span attributes as their
 encoded ``KeyValue``, each distinct one decoded by ``opentelemetry-proto``'s class once
 (``genai_spans.TRACES_VIEW``); an OTLP/JSON body with ``opentelemetry-proto``'s messages.
@@ -68,6 +69,14 @@ log = logging.getLogger("driftwarden.otlp")
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _RPC_INVALID_ARGUMENT, _RPC_RESOURCE_EXHAUSTED, _RPC_UNAVAILABLE = 3, 8, 14
+
+INLINE_MAX_BYTES = 1 << 20
+"""A journaled protobuf trace export up to this size (about 2,000 spans without content: 10-25 ms of work) is decoded,
+mapped column by column and journaled on the event loop rather than on the thread pool: it waits for no insert, and
+request threads and the event loop taking the interpreter lock from each other by turns cost more than the work does
+(BENCHMARKS.md, 2026-12-04 evening). The others go to the thread pool: larger ones, OTLP/JSON (decoded in pure Python),
+requests without a journal (they wait for their insert), and those whose spans need the span-by-span mapping
+(message content to redact, a rejected span; ``SpanMapper.map``'s ``columnar_only``)."""
 
 router = APIRouter(tags=["otlp"])
 
@@ -178,12 +187,13 @@ OTLP_BODY = {
     openapi_extra=OTLP_BODY,
 )
 async def post_traces(request: Request) -> Response:
-    return await serve(request, "traces", export)
+    return await serve(request, "traces", export, inline_bytes=INLINE_MAX_BYTES)
 
 
-async def serve(request: Request, signal: str, exporter: Any) -> Response:
+async def serve(request: Request, signal: str, exporter: Any, inline_bytes: int = 0) -> Response:
     """An OTLP/HTTP export request of ``signal`` (traces, logs): checked, read, handed to ``exporter`` (``export``'s
-    arguments) on the thread pool, answered and counted."""
+    arguments) on the thread pool, or on the event loop when it is journaled protobuf of at most ``inline_bytes``
+    (:data:`INLINE_MAX_BYTES`), answered and counted."""
     started = time.perf_counter()
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     as_json = content_type != PROTOBUF  # answers to an unknown content type are JSON, readable by anyone
@@ -197,7 +207,12 @@ async def serve(request: Request, signal: str, exporter: Any) -> Response:
         ingest = genai_ingest(request)
         body = await read_body(request, ingest.config.max_request_bytes)
         state = request.app.state
-        answer = await run_in_threadpool(exporter, body, as_json, ingest, state.store, state.otlp_journal)
+        journal = state.otlp_journal
+        answer = None
+        if journal is not None and not as_json and len(body) <= inline_bytes:
+            answer = exporter(body, as_json, ingest, state.store, journal, columnar_only=True)
+        if answer is None:
+            answer = await run_in_threadpool(exporter, body, as_json, ingest, state.store, journal)
         status, payload = 200, answer
     except OTLPError as exc:
         status, payload = exc.http_status, status_pb2.Status(code=exc.rpc_code, message=exc.message)
@@ -246,15 +261,24 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def export(
-    body: bytes, as_json: bool, ingest: GenAIIngest, store: Any, journal: IngestJournal | None
-) -> ExportTraceServiceResponse:
+    body: bytes,
+    as_json: bool,
+    ingest: GenAIIngest,
+    store: Any,
+    journal: IngestJournal | None,
+    columnar_only: bool = False,
+) -> ExportTraceServiceResponse | None:
     """One export request, whatever carried it (``POST /v1/traces``, or OTLP/gRPC: ``otlp_grpc``): its spans decoded
     and mapped, the calls journaled (``journal``) or stored into ``store`` around the ones it refuses, observed in
     the GenAI metrics, the spans counted; the answer, with ``partial_success`` when spans were rejected. Raises
     :class:`OTLPError` (a body that does not decode, a full journal) or ``HTTPException`` (503: the store did not
-    take the calls). Blocking: run it off the event loop."""
+    take the calls). Blocking: run it off the event loop, but for a journaled request with ``columnar_only``
+    (:data:`INLINE_MAX_BYTES`), which gives None, having done nothing, when the spans need the span-by-span
+    mapping."""
     if journal is not None:  # answered once journaled; the journal's thread inserts (collector.ingest_journal)
-        batch = _decode_and_map(body, as_json, ingest)
+        batch = _decode_and_map(body, as_json, ingest, columnar_only)
+        if batch is None:
+            return None
         if batch.stored:
             try:
                 journal.append(batch.table)
@@ -280,11 +304,12 @@ def export(
     return answer
 
 
-def _decode_and_map(body: bytes, as_json: bool, ingest: GenAIIngest) -> SpanBatch:
-    """The request's spans as calls (priced), with their Arrow table when there are any."""
+def _decode_and_map(body: bytes, as_json: bool, ingest: GenAIIngest, columnar_only: bool = False) -> SpanBatch | None:
+    """The request's spans as calls (priced), with their Arrow table when there are any (None: see
+    ``SpanMapper.map``'s ``columnar_only``)."""
     message = decode_json(body) if as_json else decode_protobuf(body)
     try:
-        return ingest.mapper.map(message)
+        return ingest.mapper.map(message, columnar_only)
     except DecodeError as exc:  # a span attribute (an encoded KeyValue, see genai_spans.TRACES_VIEW)
         raise _not_protobuf(exc) from None
 
