@@ -23,7 +23,7 @@ from aiohttp import web
 
 from driftwarden import storage
 from driftwarden.collector.config import CollectorConfig
-from driftwarden.collector.edge.capture_log import CaptureLog, decode_line
+from driftwarden.collector.edge.capture_log import _QUIET_S, CaptureLog, decode_line
 from driftwarden.collector.edge.nginx_conf import LOG_FIELDS, render
 from driftwarden.collector.edge.supervisor import Nginx, find_nginx
 from tests.collector_harness import (
@@ -254,12 +254,18 @@ def test_the_capture_log_rotates_and_resumes_without_losing_or_repeating_a_line(
 
     try:
         log = CaptureLog(directory, reopen=reopen, rotate_bytes=20_000)  # ~25 lines per file
-        writer = threading.Thread(target=send, args=(0, 300))
+
+        def send_in_bursts() -> None:  # a rotation waits a quiet second before the next file: a burst for each
+            for first in (0, 100, 200):
+                send(first, 100)
+                time.sleep(_QUIET_S * 1.5)
+
+        writer = threading.Thread(target=send_in_bursts)
         writer.start()
         seen += drain(log, release=True, expected=300)
         writer.join()
         assert sorted(seen) == sent == list(range(300)), "every line read once, across the rotations"
-        assert len(reopened) >= 2  # each rotation waits a quiet second before the next file
+        assert len(reopened) >= 2
         assert len(list(directory.glob("capture-*.log"))) <= 1, "released files are deleted"
         # Lines read but not released are read again by the next reader (a crash between read and write).
         send(300, 40)
