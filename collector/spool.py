@@ -159,6 +159,8 @@ class Spool:
         self._next_seq = max((self._seq(p) for p in self._sizes), default=0) + 1
         self._active: Path | None = None  # the segment appends go to; existing segments are all sealed
         self._active_fd: int | None = None
+        self.sync_seconds = 0.0
+        """How long an append's ``fsync`` took lately: a mean weighted to the last ten or so."""
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -215,7 +217,9 @@ class Spool:
             written = 0
             while written < len(record):
                 written += os.write(self._active_fd, record[written:])
+            started = time.perf_counter()
             os.fsync(self._active_fd)
+            self.sync_seconds += (time.perf_counter() - started - self.sync_seconds) * 0.1
         except OSError:
             # Cut the partial record off so the segment stays a sequence of whole records.
             try:

@@ -128,23 +128,31 @@ def test_a_store_that_refuses_keeps_the_answered_calls_503_once_full_and_all_sto
 def test_small_journaled_protobuf_exports_are_mapped_on_the_event_loop_the_others_on_the_thread_pool_once(
     journal_store, tmp_path, monkeypatch
 ):
-    """A journaled protobuf request up to ``INLINE_MAX_BYTES`` whose spans map column by column is handled on the
-    event loop; content to redact or a rejected span sends it, mapped and counted once, to the thread pool, as JSON
-    and larger bodies go."""
+    """A journaled protobuf request up to ``INLINE_MAX_BYTES`` whose spans map column by column is mapped on the
+    event loop, and journaled there while the journal's ``fsync`` is quick, else on the thread pool; content to redact
+    or a rejected span sends it, mapped and counted once, to the thread pool, as JSON and larger bodies go."""
     mapped: list[tuple[bool, bool, bool]] = []  # (columnar only, on the event loop, left to the thread pool)
-    decode_and_map = otlp._decode_and_map
+    appended: list[bool] = []  # on the event loop
+    decode_and_map, append = otlp._decode_and_map, IngestJournal.append
 
-    def watched(body, as_json, ingest, columnar_only=False):
+    def on_loop() -> bool:
         try:
             asyncio.get_running_loop()
-            on_loop = True
         except RuntimeError:
-            on_loop = False
+            return False
+        return True
+
+    def watched(body, as_json, ingest, columnar_only=False):
         batch = decode_and_map(body, as_json, ingest, columnar_only)
-        mapped.append((columnar_only, on_loop, batch is None))
+        mapped.append((columnar_only, on_loop(), batch is None))
         return batch
 
+    def watched_append(journal, table):
+        appended.append(on_loop())
+        append(journal, table)
+
     monkeypatch.setattr(otlp, "_decode_and_map", watched)
+    monkeypatch.setattr(IngestJournal, "append", watched_append)
     client = storage.connect(journal_store)
     app = create_app(client, journal_dir=tmp_path / "journal")
     served = Served(app)
@@ -154,6 +162,7 @@ def test_small_journaled_protobuf_exports_are_mapped_on_the_event_loop_the_other
 
     def send(spans: list, content_type: str = "application/x-protobuf") -> ExportTraceServiceResponse:
         mapped.clear()
+        appended.clear()
         request = export_request(spans)
         if content_type == JSON:  # OTLP/JSON: the ids in hex
             document = json_format.MessageToDict(request)
@@ -167,10 +176,17 @@ def test_small_journaled_protobuf_exports_are_mapped_on_the_event_loop_the_other
         return ExportTraceServiceResponse.FromString(answer.content)
 
     try:
+        spool = app.state.otlp_journal.spool
         send([genai_span(9_000_000 + i, "inline-plain", start=start + i) for i in range(300)])
         assert mapped == [(True, True, False)], "mapped column by column on the event loop"
+        assert appended == [True] and spool.sync_seconds > 0, "journaled there too, the fsync timed"
+        spool.sync_seconds = 0.05  # a slow disk: the event loop maps the next request during its fsync
+        send([genai_span(9_000_500 + i, "inline-plain", start=start + i) for i in range(10)])
+        assert mapped == [(True, True, False)] and appended == [False]
+        spool.sync_seconds = 0.0
         send([genai_span(9_001_000, "inline-content", start=start, **{"gen_ai.input.messages": messages})])
         assert mapped == [(True, True, True), (False, False, False)], "content is mapped on the thread pool"
+        assert appended == [False]
         answer = send(
             [
                 genai_span(9_002_000, "inline-rejected", start=start),
@@ -190,9 +206,9 @@ def test_small_journaled_protobuf_exports_are_mapped_on_the_event_loop_the_other
     finally:
         served.close()
         close_ingest(app)
-    for model, calls in (("plain", 300), ("content", 1), ("rejected", 1), ("json", 1), ("large", 20)):
+    for model, calls in (("plain", 310), ("content", 1), ("rejected", 1), ("json", 1), ("large", 20)):
         assert stored(client, f"inline-{model}") == (calls, calls), model
-    assert metric("driftwarden_otlp_spans_total", outcome="stored") - stored_before == 323, "each span counted once"
+    assert metric("driftwarden_otlp_spans_total", outcome="stored") - stored_before == 333, "each span counted once"
     ((payload,),) = client.query(
         "SELECT input_payload FROM inferences FINAL WHERE model = 'inline-content'"
     ).result_rows

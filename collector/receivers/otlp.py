@@ -28,8 +28,8 @@ written in one insert, each answered once its calls are stored; a request announ
 decodes them (``ingest.Arrival``), so that an insert about to start can wait briefly to take them too. Both
 are guarded by the same ingest token (``collector.hub_app``). The GenAI metrics (``collector.genai_metrics``)
 are observed once the calls are stored (or journaled). All of it (:func:`export`, shared with the OTLP/gRPC
-receiver, ``collector.receivers.otlp_grpc``) runs on the thread pool, or on the event loop for a journaled protobuf
-request of at most :data:`INLINE_MAX_BYTES`, which waits for no insert; the protobuf is
+receiver, ``collector.receivers.otlp_grpc``) runs on the thread pool, but the decoding and mapping of a journaled
+protobuf request of at most :data:`INLINE_MAX_BYTES`, done on the event loop (:func:`map_on_loop`); the protobuf is
 decoded on protobuf's upb backend with ``opentelemetry-proto``'s descriptors, the span attributes as their
 encoded ``KeyValue``, each distinct one decoded by ``opentelemetry-proto``'s class once
 (``genai_spans.TRACES_VIEW``); an OTLP/JSON body with ``opentelemetry-proto``'s messages.
@@ -71,12 +71,11 @@ JSON = "application/json"
 _RPC_INVALID_ARGUMENT, _RPC_RESOURCE_EXHAUSTED, _RPC_UNAVAILABLE = 3, 8, 14
 
 INLINE_MAX_BYTES = 1 << 20
-"""A journaled protobuf trace export up to this size (about 2,000 spans without content: 10-25 ms of work) is decoded,
-mapped column by column and journaled on the event loop rather than on the thread pool: it waits for no insert, and
-request threads and the event loop taking the interpreter lock from each other by turns cost more than the work does
-(BENCHMARKS.md, 2026-12-04 evening). The others go to the thread pool: larger ones, OTLP/JSON (decoded in pure Python),
-requests without a journal (they wait for their insert), and those whose spans need the span-by-span mapping
-(message content to redact, a rejected span; ``SpanMapper.map``'s ``columnar_only``)."""
+"""A journaled protobuf trace export up to this size (about 2,000 spans without content: 10-25 ms of work) is decoded
+and mapped column by column on the event loop, see :func:`map_on_loop`."""
+INLINE_MAX_SYNC_S = 0.002
+""":func:`map_on_loop` journals on the event loop too while the journal's ``fsync`` takes less than this lately
+(``Spool.sync_seconds``; 0.8-1.3 ms on this machine's disk under load), else on the thread pool."""
 
 router = APIRouter(tags=["otlp"])
 
@@ -187,13 +186,35 @@ OTLP_BODY = {
     openapi_extra=OTLP_BODY,
 )
 async def post_traces(request: Request) -> Response:
-    return await serve(request, "traces", export, inline_bytes=INLINE_MAX_BYTES)
+    return await serve(request, "traces", export, map_on_loop)
 
 
-async def serve(request: Request, signal: str, exporter: Any, inline_bytes: int = 0) -> Response:
-    """An OTLP/HTTP export request of ``signal`` (traces, logs): checked, read, handed to ``exporter`` (``export``'s
-    arguments) on the thread pool, or on the event loop when it is journaled protobuf of at most ``inline_bytes``
-    (:data:`INLINE_MAX_BYTES`), answered and counted."""
+async def map_on_loop(
+    body: bytes, as_json: bool, ingest: GenAIIngest, journal: IngestJournal | None
+) -> ExportTraceServiceResponse | None:
+    """A journaled protobuf request of at most :data:`INLINE_MAX_BYTES` decoded and mapped column by column on the
+    event loop, and journaled there too while the journal's disk is quick (:data:`INLINE_MAX_SYNC_S`), else on the
+    thread pool, so that the event loop maps the next request during a slow ``fsync``; None,
+    having done nothing, for the others, which :func:`export` takes whole on the thread pool: larger ones, OTLP/JSON
+    (decoded in pure Python), requests without a journal (they wait for their insert), and those whose spans need the
+    span-by-span mapping (message content to redact, a rejected span: ``SpanMapper.map``'s ``columnar_only``).
+    Request threads mapping beside the event loop take the interpreter lock from it and from each other by turns,
+    which costs more than the work: the p99 of a 1,000-span request at 50,000 spans/s fell from 62-99 ms to 31-49 ms
+    in alternated runs (BENCHMARKS.md, 2026-12-04 evening)."""
+    if journal is None or as_json or len(body) > INLINE_MAX_BYTES:
+        return None
+    batch = _decode_and_map(body, as_json, ingest, columnar_only=True)
+    if batch is None:
+        return None
+    if journal.spool.sync_seconds < INLINE_MAX_SYNC_S:
+        return _journaled(batch, ingest, journal)
+    return await run_in_threadpool(_journaled, batch, ingest, journal)
+
+
+async def serve(request: Request, signal: str, exporter: Any, on_loop: Any = None) -> Response:
+    """An OTLP/HTTP export request of ``signal`` (traces, logs): checked, read, handed to ``on_loop`` (an async
+    function of ``export``'s arguments but the store, for what it takes on the event loop; None for what it leaves)
+    and else to ``exporter`` (``export``'s arguments) on the thread pool, answered and counted."""
     started = time.perf_counter()
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     as_json = content_type != PROTOBUF  # answers to an unknown content type are JSON, readable by anyone
@@ -208,9 +229,7 @@ async def serve(request: Request, signal: str, exporter: Any, inline_bytes: int 
         body = await read_body(request, ingest.config.max_request_bytes)
         state = request.app.state
         journal = state.otlp_journal
-        answer = None
-        if journal is not None and not as_json and len(body) <= inline_bytes:
-            answer = exporter(body, as_json, ingest, state.store, journal, columnar_only=True)
+        answer = None if on_loop is None else await on_loop(body, as_json, ingest, journal)
         if answer is None:
             answer = await run_in_threadpool(exporter, body, as_json, ingest, state.store, journal)
         status, payload = 200, answer
@@ -261,37 +280,39 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def export(
-    body: bytes,
-    as_json: bool,
-    ingest: GenAIIngest,
-    store: Any,
-    journal: IngestJournal | None,
-    columnar_only: bool = False,
-) -> ExportTraceServiceResponse | None:
+    body: bytes, as_json: bool, ingest: GenAIIngest, store: Any, journal: IngestJournal | None
+) -> ExportTraceServiceResponse:
     """One export request, whatever carried it (``POST /v1/traces``, or OTLP/gRPC: ``otlp_grpc``): its spans decoded
     and mapped, the calls journaled (``journal``) or stored into ``store`` around the ones it refuses, observed in
     the GenAI metrics, the spans counted; the answer, with ``partial_success`` when spans were rejected. Raises
     :class:`OTLPError` (a body that does not decode, a full journal) or ``HTTPException`` (503: the store did not
-    take the calls). Blocking: run it off the event loop, but for a journaled request with ``columnar_only``
-    (:data:`INLINE_MAX_BYTES`), which gives None, having done nothing, when the spans need the span-by-span
-    mapping."""
+    take the calls). Blocking: run it off the event loop."""
     if journal is not None:  # answered once journaled; the journal's thread inserts (collector.ingest_journal)
-        batch = _decode_and_map(body, as_json, ingest, columnar_only)
-        if batch is None:
-            return None
+        return _journaled(_decode_and_map(body, as_json, ingest), ingest, journal)
+    with Arrival() as arrival:  # an insert about to start may wait for these calls (group commit)
+        batch = _decode_and_map(body, as_json, ingest)
         if batch.stored:
-            try:
-                journal.append(batch.table)
-            except JournalFull as exc:
-                raise OTLPError(503, _RPC_UNAVAILABLE, str(exc)) from None
-    else:
-        with Arrival() as arrival:  # an insert about to start may wait for these calls (group commit)
-            batch = _decode_and_map(body, as_json, ingest)
-            if batch.stored:
-                refused, refusal = insert_around(store, "inferences", batch.table, arrival=arrival)
-                if refused is not None:  # the others are stored: these are answered as rejected
-                    batch.take_out(refused, f"the store refused them for what they hold ({refusal})")
-                ingest.spans_stored(batch.table)
+            refused, refusal = insert_around(store, "inferences", batch.table, arrival=arrival)
+            if refused is not None:  # the others are stored: these are answered as rejected
+                batch.take_out(refused, f"the store refused them for what they hold ({refusal})")
+            ingest.spans_stored(batch.table)
+    return _answered(batch, ingest)
+
+
+def _journaled(batch: SpanBatch, ingest: GenAIIngest, journal: IngestJournal) -> ExportTraceServiceResponse:
+    """The batch's calls journaled (``fsync``'d), then answered (:func:`_answered`); :class:`OTLPError` 503 when the
+    journal is full."""
+    if batch.stored:
+        try:
+            journal.append(batch.table)
+        except JournalFull as exc:
+            raise OTLPError(503, _RPC_UNAVAILABLE, str(exc)) from None
+    return _answered(batch, ingest)
+
+
+def _answered(batch: SpanBatch, ingest: GenAIIngest) -> ExportTraceServiceResponse:
+    """The stored calls observed in the GenAI metrics, the spans counted; the answer, with ``partial_success`` when
+    spans were rejected."""
     if batch.stored:
         ingest.recorder.observe_calls(batch.calls)
     spans_received.labels("stored").inc(batch.stored)
