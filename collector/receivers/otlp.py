@@ -28,8 +28,9 @@ written in one insert, each answered once its calls are stored; a request announ
 decodes them (``ingest.Arrival``), so that an insert about to start can wait briefly to take them too. Both
 are guarded by the same ingest token (``collector.hub_app``). The GenAI metrics (``collector.genai_metrics``)
 are observed once the calls are stored (or journaled). All of it (:func:`export`, shared with the OTLP/gRPC
-receiver, ``collector.receivers.otlp_grpc``) runs on the thread pool, but the decoding and mapping of a journaled
-protobuf request of at most :data:`INLINE_MAX_BYTES`, done on the event loop (:func:`map_on_loop`); the protobuf is
+receiver, ``collector.receivers.otlp_grpc``) runs on the thread pool, but for a journaled protobuf request of at most
+:data:`INLINE_MAX_BYTES`, decoded, mapped and (while the journal's disk is quick) journaled on the event loop
+(:func:`map_on_loop`); the protobuf is
 decoded on protobuf's upb backend with ``opentelemetry-proto``'s descriptors, the span attributes as their
 encoded ``KeyValue``, each distinct one decoded by ``opentelemetry-proto``'s class once
 (``genai_spans.TRACES_VIEW``); an OTLP/JSON body with ``opentelemetry-proto``'s messages.
@@ -75,7 +76,7 @@ INLINE_MAX_BYTES = 1 << 20
 and mapped column by column on the event loop, see :func:`map_on_loop`."""
 INLINE_MAX_SYNC_S = 0.002
 """:func:`map_on_loop` journals on the event loop too while the journal's ``fsync`` takes less than this lately
-(``Spool.sync_seconds``; 0.8-1.3 ms on this machine's disk under load), else on the thread pool."""
+(``Spool.sync_seconds``; about 0.8 ms at the median on this machine's disk under load), else on the thread pool."""
 
 router = APIRouter(tags=["otlp"])
 
