@@ -93,10 +93,12 @@ def test_drift_computes_without_evidently_pandas_or_the_web_stack(store_url):
     assert "dataset: DRIFT" in out  # every numeric feature is shifted by half a standard deviation
     assert "chdb" in modules  # the embedded store was really opened and queried
     assert not modules & set(HEAVY)
-    # 2,000 rows a window: Wasserstein and Jensen-Shannon, in numpy; scipy.stats (about 35 MB) only loads for the
-    # tests that need it (KS, chi-square, Z), at their first p-value, and scipy.spatial (with scipy.sparse, .linalg
-    # and .special, about 30 MB) not at all
+    # 2,000 rows a window: Wasserstein and Jensen-Shannon, scored in plain Python from the engine's aggregates.
+    # numpy (about 14 MB) loads only where arrays are computed (driftwarden.lazy); scipy.stats (about 35 MB) only
+    # for the tests that need it (KS, chi-square, Z), at their first p-value; scipy.spatial (with scipy.sparse,
+    # .linalg and .special, about 30 MB) not at all
     assert " wasserstein " in out and " jensenshannon " in out
+    assert "numpy" not in modules
     assert not {name for name in modules if name.startswith("scipy")}
     # chdb imports pyarrow with its connection module; the drift reads the engine's Native format and never loads it
     assert "pyarrow" not in modules
@@ -133,3 +135,17 @@ def test_storage_names_resolve_on_first_use():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["False", "False", "True", "chdb://driftwarden-data"], result.stderr
+
+
+def test_a_lazy_numpy_is_imported_at_its_first_attribute_read_and_then_is_numpy():
+    code = textwrap.dedent(
+        """
+        import sys
+        from driftwarden.lazy import numpy as np
+        before = "numpy" in sys.modules
+        total = int(np.arange(4).sum())
+        print(before, "numpy" in sys.modules, total, np.ndarray is sys.modules["numpy"].ndarray, np.linalg.norm([3, 4]))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["False", "True", "6", "True", "5.0"], result.stderr[-2000:]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from clickhouse_connect.driver.client import Client
 
 from driftwarden.detectors.drift.report import FeatureDrift
@@ -38,6 +37,7 @@ from driftwarden.detectors.methods import METHODS, get_method
 from driftwarden.detectors.methods.domain_classifier import undecided
 from driftwarden.detectors.methods.samples import EmbeddingSample
 from driftwarden.detectors.window import Window
+from driftwarden.lazy import numpy as np
 
 DEFAULT_METHOD = "domain_classifier"
 FIRST_SAMPLE_ROWS = 2_000  # the domain classifier's first sample per window (module docstring)

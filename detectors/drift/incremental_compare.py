@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 from clickhouse_connect.driver.client import Client
 
 from driftwarden.detectors.drift import incremental
@@ -24,6 +23,7 @@ from driftwarden.detectors.drift.profiles import Profile, prefix
 from driftwarden.detectors.drift.settings import DriftSettings
 from driftwarden.detectors.drift.sql import Source
 from driftwarden.detectors.window import Window
+from driftwarden.lazy import numpy as np
 
 # A run profiles the complete hours it finds unprofiled (or changed) itself while they are at most this share of its
 # windows' complete hours (late rows, the hour just completed); above, the windows were not kept as data arrived (a

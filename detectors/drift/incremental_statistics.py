@@ -36,11 +36,10 @@ import hashlib
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from driftwarden.detectors.drift.incremental import CELL_SHIFT, TICKS
 from driftwarden.detectors.drift.profiles import Profile
 from driftwarden.detectors.methods.wasserstein import STD_FLOOR
+from driftwarden.lazy import numpy as np
 
 MAX_RELATIVE_SPREAD = 0.02  # mean range of the values inside a reference cell, in reference standard deviations
 

@@ -16,12 +16,13 @@ computes the same aggregate with numpy, for examples and tests.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-import numpy as np
+from driftwarden.lazy import numpy as np
 
 ScoreKind = Literal["p_value", "distance"]
 
@@ -79,16 +80,17 @@ class Counts:
     def current_rows(self) -> int:
         return int(sum(self.current))
 
-    def shares(self) -> tuple[np.ndarray, np.ndarray]:
-        """The share of each key in the reference and in the current sample."""
-        ref = np.asarray(self.reference, dtype=float)
-        cur = np.asarray(self.current, dtype=float)
-        return ref / ref.sum(), cur / cur.sum()
+    def shares(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The share of each key in the reference and in the current sample (NaN for a sample without rows).
+
+        Plain Python (a small drift run does not load numpy, ``driftwarden.lazy``): the counts are integers, so
+        their sums, and the shares, are the ones numpy computes."""
+        return _shares(self.reference), _shares(self.current)
 
     def total_variation(self) -> float:
         """Half the L1 distance between the two distributions: the largest gap in any event's probability."""
         ref, cur = self.shares()
-        return float(0.5 * np.abs(ref - cur).sum())
+        return 0.5 * math.fsum(abs(r - c) for r, c in zip(ref, cur, strict=True))
 
     @classmethod
     def from_samples(cls, reference: Sequence, current: Sequence) -> Counts:
@@ -149,3 +151,8 @@ class DriftMethod(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def _shares(counts: Sequence[int]) -> tuple[float, ...]:
+    total = float(sum(counts))
+    return tuple(c / total for c in counts) if total else tuple(math.nan for _ in counts)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
-
 from driftwarden.detectors.methods.base import Counts, DriftMethod, Score
+from driftwarden.lazy import numpy as np
 
 
 class ChiSquare(DriftMethod):

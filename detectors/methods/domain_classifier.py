@@ -55,10 +55,9 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-import numpy as np
-
 from driftwarden.detectors.methods.base import DriftMethod
 from driftwarden.detectors.methods.samples import EmbeddingSample, ExplainedScore, TextSample
+from driftwarden.lazy import numpy as np
 
 TEXT_BOOTSTRAP_ROWS = 1000  # text: references of at most this many rows use the bootstrap rule
 EMBEDDING_BOOTSTRAP_ROWS = 1000  # embeddings: references of fewer rows than this use it

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
+import math
+from collections.abc import Sequence
 
 from driftwarden.detectors.methods.base import Counts, DriftMethod, Score
 
@@ -49,22 +50,27 @@ class JensenShannon(DriftMethod):
         return Score(self.name, value, None, threshold, value >= threshold, data.total_variation())
 
 
-def jensenshannon(p: np.ndarray, q: np.ndarray) -> float:
-    """``scipy.spatial.distance.jensenshannon(p, q)`` (natural logarithm), the same arithmetic in numpy:
+def jensenshannon(p: Sequence[float], q: Sequence[float]) -> float:
+    """``scipy.spatial.distance.jensenshannon(p, q)`` (natural logarithm), the same arithmetic in plain Python:
     ``scipy.spatial`` would load ``scipy.sparse``, ``scipy.linalg`` and ``scipy.special`` with it, about 30 MB of a
-    drift run's memory (BENCHMARKS.md, lean processes)."""
-    p = np.asarray(p, dtype=np.float64)
-    q = np.asarray(q, dtype=np.float64)
-    p = p / p.sum()
-    q = q / q.sum()
-    m = (p + q) / 2.0
-    return float(np.sqrt((_rel_entr(p, m).sum() + _rel_entr(q, m).sum()) / 2.0))
+    drift run's memory, and numpy 14 more (BENCHMARKS.md, lean processes). The sums are ``math.fsum``'s
+    (correctly rounded, where numpy's pairwise sums may differ in the last bit). NaN for an empty sample, as
+    scipy."""
+    p_total, q_total = math.fsum(p), math.fsum(q)
+    if not (p_total and q_total):
+        return math.nan  # 0 / 0, as numpy divides
+    p = [x / p_total for x in p]
+    q = [x / q_total for x in q]
+    m = [(x + y) / 2.0 for x, y in zip(p, q, strict=True)]
+    divergence = math.fsum(_rel_entr(x, y) for x, y in zip(p + q, m + m, strict=True)) / 2.0
+    return math.sqrt(divergence) if divergence >= 0 else math.nan  # NaN stays NaN; a rounding below 0, as numpy
 
 
-def _rel_entr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _rel_entr(x: float, y: float) -> float:
     """``scipy.special.rel_entr``: ``x log(x / y)`` where both are positive, 0 where ``x`` is 0 and ``y`` is not
     negative, infinity elsewhere, NaN where either is."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = x * np.log(x / y)
-    terms = np.where((x > 0) & (y > 0), terms, np.where((x == 0) & (y >= 0), 0.0, np.inf))
-    return np.where(np.isnan(x) | np.isnan(y), np.nan, terms)
+    if math.isnan(x) or math.isnan(y):
+        return math.nan
+    if x > 0 and y > 0:
+        return x * math.log(x / y)
+    return 0.0 if x == 0 and y >= 0 else math.inf

@@ -5,9 +5,8 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
-
 from driftwarden.detectors.methods.base import DriftMethod, Score, Support
+from driftwarden.lazy import numpy as np
 
 EXACT_MAX_N = 10_000  # scipy's MAX_AUTO_N: exact below, Smirnov's asymptotic formula above
 

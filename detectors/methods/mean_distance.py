@@ -16,10 +16,9 @@ Reference: Evidently 0.7.23, ``legacy/metrics/data_drift/embedding_drift_methods
 
 from __future__ import annotations
 
-import numpy as np
-
 from driftwarden.detectors.methods.base import DriftMethod
 from driftwarden.detectors.methods.samples import EmbeddingSample, ExplainedScore
+from driftwarden.lazy import numpy as np
 
 DISTANCES = ("euclidean", "cosine", "cityblock", "chebyshev")
 

@@ -26,10 +26,9 @@ Reference: Gretton, Borgwardt, Rasch, Schölkopf, Smola, "A Kernel Two-Sample Te
 
 from __future__ import annotations
 
-import numpy as np
-
 from driftwarden.detectors.methods.base import DriftMethod
 from driftwarden.detectors.methods.samples import EmbeddingSample, ExplainedScore
+from driftwarden.lazy import numpy as np
 
 
 class MaximumMeanDiscrepancy(DriftMethod):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from driftwarden.detectors.methods.base import Counts, DriftMethod, Score
+from driftwarden.lazy import numpy as np
 
 
 def fill_zero_shares(shares: np.ndarray) -> np.ndarray:
@@ -58,7 +57,6 @@ class PopulationStabilityIndex(DriftMethod):
 
     def score(self, data: Counts, threshold: float | None = None) -> Score:
         threshold = self._threshold(threshold)
-        ref, cur = data.shares()
-        ref, cur = fill_zero_shares(ref), fill_zero_shares(cur)
+        ref, cur = (fill_zero_shares(np.asarray(shares, dtype=np.float64)) for shares in data.shares())
         value = float(np.sum((ref - cur) * np.log(ref / cur)))
         return Score(self.name, value, None, threshold, value >= threshold, data.total_variation())

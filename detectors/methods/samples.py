@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from driftwarden.detectors.methods.base import Score
+from driftwarden.lazy import numpy as np
 
 
 @dataclass(frozen=True)
