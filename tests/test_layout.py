@@ -2,7 +2,7 @@
 
 Imports point downward: the command line and ``up`` on top, then the collector and the
 detectors (the collector never imports the detectors), then the dashboards, then the store,
-then the shared bottom (``driftwarden.errors``, ``.version``, ``.auth``). The installed
+then the shared bottom (``driftwarden.errors``, ``.version``, ``.auth``, ``.names``, ``.lazy``). The installed
 distribution holds one top-level import package, ``driftwarden``.
 """
 
@@ -25,7 +25,14 @@ SOURCES = {  # import prefix -> folder in the repository
     "driftwarden.storage": ROOT / "storage",
     "driftwarden": ROOT / "driftwarden",
 }
-BOTTOM = {"driftwarden", "driftwarden.errors", "driftwarden.version", "driftwarden.auth", "driftwarden.names"}
+BOTTOM = {
+    "driftwarden",
+    "driftwarden.errors",
+    "driftwarden.version",
+    "driftwarden.auth",
+    "driftwarden.names",
+    "driftwarden.lazy",
+}
 # A layer may import its own layer and every layer below it; lower number = lower layer.
 LAYERS = [
     ("driftwarden.storage", 1),
