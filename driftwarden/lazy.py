@@ -19,9 +19,9 @@ class LazyModule:
     """Stands in for the module ``name``: an attribute read imports it (once) and reads the attribute from it.
 
     It keeps a reference to the module, as ``import numpy as np`` does, and no copy of its attributes: with a copy,
-    the interpreter crashed at its exit (a segmentation fault after the whole test suite had passed). A plain
-    class with slots, not a ``ModuleType``: a module builds an ``AttributeError`` before ``__getattr__`` is called,
-    which tripled the cost of a read."""
+    both full runs of the test suite ended in a segmentation fault at the interpreter's exit, after every test had
+    passed (both runs without it exited cleanly). A plain class with slots, not a ``ModuleType``: a module builds an
+    ``AttributeError`` before ``__getattr__`` is called, which tripled the cost of a read."""
 
     __slots__ = ("_module", "_name")
 
