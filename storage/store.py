@@ -10,6 +10,7 @@ a time (a ClickHouse restriction), and a directory can be held by one process.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import fcntl
 import importlib
@@ -18,7 +19,9 @@ import os
 import re
 import sys
 import threading
+import time
 import types
+import weakref
 from typing import Any
 
 import clickhouse_connect
@@ -29,11 +32,15 @@ from driftwarden.errors import first_line
 from driftwarden.storage.errors import StoreError
 from driftwarden.storage.url import StoreURL, parse, resolve
 
+log = logging.getLogger("driftwarden.storage")
 # The driver logs a stack trace of its own before raising; the error it raises says it all.
 logging.getLogger("clickhouse_connect.driver._backend.http_sync").setLevel(logging.CRITICAL)
 
 _open_lock = threading.Lock()
 _embedded_path: str | None = None  # the directory this process's engine is bound to
+_embedded_clients: weakref.WeakSet[Client] = weakref.WeakSet()  # the clients opened on it, for the exit
+EXIT_WAIT_S = 10.0
+"""How long a process that is exiting waits for the embedded engine's calls in flight (see ``_quiesce_at_exit``)."""
 
 
 def connect(url: str | None = None, *, create_database: bool = False, settings: dict[str, Any] | None = None) -> Client:
@@ -67,7 +74,10 @@ def _connect_embedded(target: StoreURL, create_database: bool, settings: dict[st
         except Exception as exc:  # chdb reports a held directory as "Error initializing EmbeddedServer"
             _refuse_if_held(path)
             raise StoreError(f"cannot open the embedded store at {path}: {first_line(exc)}") from exc
+        if _embedded_path is None:
+            atexit.register(_quiesce_at_exit)  # after the driver's own exit hook (weakref.finalize): runs before it
         _embedded_path = path
+        _embedded_clients.add(client)
     return _select_database(client, target, create_database, lambda: _reopen_embedded(path, target, settings))
 
 
@@ -104,7 +114,39 @@ def _import_chdb_without_pyarrow() -> None:
 
 
 def _reopen_embedded(path: str, target: StoreURL, settings: dict[str, Any]) -> Client:
-    return clickhouse_connect.get_client(interface="chdb", path=path, database=target.database, settings=settings)
+    client = clickhouse_connect.get_client(interface="chdb", path=path, database=target.database, settings=settings)
+    _embedded_clients.add(client)
+    return client
+
+
+def _quiesce_at_exit(timeout: float = EXIT_WAIT_S) -> None:
+    """At the interpreter's exit: let no thread be inside the embedded engine when its C++ state is destroyed.
+
+    By then only daemon threads are left (the interpreter joined the others), and one of them may be in a query:
+    a store client kept by a thread that is never stopped (an app's content attacher, a writer left open) calls
+    the engine whenever it wakes. The engine's static destructors then ran under its worker threads, and the
+    process died of a segmentation fault after its work was done (``tests/test_storage.py``). So each client's
+    connection is taken away, then the call in flight, if any, is waited for (within ``timeout`` for all of them:
+    ``clickhouse-connect`` runs the calls on a connection one at a time, under a lock of its own) and the connection
+    closed. The lock is kept: a later call waits for the end of the process. (A call that takes the lock between
+    the two steps finds the client closed and raises; the lock is not fair, so taking it first could wait behind a
+    thread that queries in a loop.) The driver's own exit hook runs after this one and leaves these connections
+    alone."""
+    deadline = time.monotonic() + timeout
+    for client in list(_embedded_clients):
+        handle = getattr(getattr(client, "_backend", None), "_handle", None)
+        lock = getattr(handle, "lock", None)
+        conn = getattr(handle, "conn", None)
+        if lock is None or conn is None or getattr(handle, "stream_owner", None) == threading.get_ident():
+            continue  # another driver version; a closed client; or a stream this thread left open holds the lock
+        handle.conn = None
+        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            log.warning("the embedded store still answered a query %.0f s into the process's exit", timeout)
+            continue
+        try:  # the lock stays taken: a later call waits, without a word, for the end of the process
+            conn.close()
+        except Exception as exc:  # the process is exiting: say so, and go on with the other connections
+            log.warning("closing the embedded store at exit: %s", first_line(exc))
 
 
 def _make_directory(path: str) -> None:
