@@ -75,7 +75,7 @@ def _connect_embedded(target: StoreURL, create_database: bool, settings: dict[st
             _refuse_if_held(path)
             raise StoreError(f"cannot open the embedded store at {path}: {first_line(exc)}") from exc
         if _embedded_path is None:
-            atexit.register(_quiesce_at_exit)  # after the driver's own exit hook (weakref.finalize): runs before it
+            atexit.register(_quiesce_at_exit)  # registered after the driver's (weakref.finalize), so it runs first
         _embedded_path = path
         _embedded_clients.add(client)
     return _select_database(client, target, create_database, lambda: _reopen_embedded(path, target, settings))

@@ -263,8 +263,8 @@ def test_a_process_exiting_while_a_daemon_thread_queries_the_embedded_store_wait
 ):
     # A thread that is never stopped (an app's content attacher, say) may be inside the engine when the process
     # exits; the engine's C++ state was then destroyed under the query, and the process died of SIGSEGV (10 of 10
-    # runs of this script without storage.store._quiesce_at_exit). The call in flight now finishes, the next one
-    # waits for the end of the process, and the process exits 0.
+    # runs of this script without storage.store._quiesce_at_exit). The call in flight now finishes, no later one
+    # reaches the engine, and the process exits 0.
     code = textwrap.dedent(
         """
         import sys, threading, time
