@@ -18,9 +18,9 @@ from typing import Any
 class LazyModule:
     """Stands in for the module ``name``: an attribute read imports it (once) and reads the attribute from it.
 
-    It keeps a reference to the module, as ``import numpy as np`` does, and no copy of its attributes: with a copy,
-    both full runs of the test suite ended in a segmentation fault at the interpreter's exit, after every test had
-    passed (both runs without it exited cleanly). A plain class with slots, not a ``ModuleType``: a module builds an
+    It keeps a reference to the module, as ``import numpy as np`` does, and no copy of its attributes. (The crashes
+    at the end of test runs once put down to a copy were most likely a query in flight at exit:
+    ``storage.store._quiesce_at_exit``.) A plain class with slots, not a ``ModuleType``: a module builds an
     ``AttributeError`` before ``__getattr__`` is called, which tripled the cost of a read."""
 
     __slots__ = ("_module", "_name")
