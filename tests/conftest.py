@@ -11,6 +11,8 @@ import itertools
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from driftwarden import storage
 
 ROOT = Path(__file__).resolve().parent.parent
 _counter = itertools.count()
+ATTACHER = "dw-content-attacher"  # collector.content_attacher's thread: create_app starts it, close_ingest ends it
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +43,56 @@ def store_url(engine_dir: Path, request: pytest.FixtureRequest) -> str:
 def store(store_url: str):
     """A clickhouse-connect client on a fresh, migrated database."""
     return storage.connect(store_url)
+
+
+@pytest.fixture
+def make_app():
+    """``create_app(...)`` for one test: every app it made is closed (``close_ingest``) at the test's teardown."""
+    from driftwarden.collector.hub_app import close_ingest, create_app
+
+    apps = []
+
+    def make(*args, **kwargs):
+        apps.append(create_app(*args, **kwargs))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        close_ingest(app)
+
+
+_leaked: set[threading.Thread] = set()  # reported once, by the narrowest scope that left them
+
+
+def _attachers() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if thread.name == ATTACHER}
+
+
+def _no_attacher_left(what: str):
+    """Fail if a content attacher started within the yield is still running after it (given 2 s to end)."""
+    before = _attachers()
+    yield
+    left = _attachers() - before - _leaked
+    deadline = time.monotonic() + 2
+    for thread in left:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if running := [thread for thread in left if thread.is_alive()]:
+        _leaked.update(running)
+        pytest.fail(
+            f"{what} left {len(running)} {ATTACHER!r} thread(s) running: close every app made with create_app by "
+            "close_ingest(app) (collector.hub_app) at the end of the test or of its fixture's scope",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(autouse=True)
+def _test_closes_its_apps(request: pytest.FixtureRequest):
+    yield from _no_attacher_left(request.node.nodeid)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_closes_its_apps(request: pytest.FixtureRequest):
+    yield from _no_attacher_left(f"a module-scoped fixture of {request.node.nodeid}")
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import filecmp
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from driftwarden.auth import TokenConfig
 from driftwarden.cli import main as cli_main
-from driftwarden.collector.hub_app import create_app
+from driftwarden.collector.hub_app import close_ingest, create_app
 from driftwarden.detectors.api import ApiSettings, create_router
 from driftwarden.detectors.drift import compute_drift
 from driftwarden.detectors.window import Window
@@ -41,14 +42,15 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def http(populated, cache_dir: Path) -> TestClient:
+def http(populated, cache_dir: Path) -> Iterator[TestClient]:
     client, _, _ = populated
     app = create_app(client)
     settings = ApiSettings(
         tokens=[TokenConfig(name="ops", token=TOKEN)], report_cache_dir=str(cache_dir), report_sample_size=400
     )
     app.include_router(create_router(settings))
-    return TestClient(app)
+    yield TestClient(app)
+    close_ingest(app)
 
 
 def _february_events(version: str) -> int:

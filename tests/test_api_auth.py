@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from driftwarden.auth import COOKIE, Authenticator, Principal, TokenConfig, parse_tokens_env
-from driftwarden.collector.hub_app import create_app
+from driftwarden.collector.hub_app import close_ingest, create_app
 from driftwarden.detectors.api import ApiSettings, create_router, load_settings, queries
 from driftwarden.errors import UserError
 from tests.api_data import CURRENT, REFERENCE, populated_store
@@ -27,7 +28,7 @@ def _auth(token: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def http(engine_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+def http(engine_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     client, _, _ = populated_store(engine_dir)
     app = create_app(client)
     settings = ApiSettings(
@@ -41,7 +42,8 @@ def http(engine_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TestClie
         report_sample_size=200,
     )
     app.include_router(create_router(settings))
-    return TestClient(app)
+    yield TestClient(app)
+    close_ingest(app)
 
 
 JSON_ROUTES = [
@@ -203,9 +205,9 @@ def test_duplicate_token_names_are_refused():
         Authenticator([TokenConfig(name="a", token="g" * 16), TokenConfig(name="a", token="h" * 16)])
 
 
-def test_without_any_configured_token_everything_is_closed_and_says_why(engine_dir, tmp_path):
+def test_without_any_configured_token_everything_is_closed_and_says_why(engine_dir, tmp_path, make_app):
     client, _, _ = populated_store(engine_dir)
-    app = create_app(client)
+    app = make_app(client)
     app.include_router(create_router(ApiSettings(report_cache_dir=str(tmp_path))))
     closed = TestClient(app)
     response = closed.get("/api/v1/models", headers=_auth(OPS))
@@ -214,14 +216,14 @@ def test_without_any_configured_token_everything_is_closed_and_says_why(engine_d
     assert closed.get("/healthz").status_code == 200
 
 
-def test_bearer_guard_protects_ingest_with_its_own_token(engine_dir):
+def test_bearer_guard_protects_ingest_with_its_own_token(engine_dir, make_app):
     from fastapi import Depends
 
     from driftwarden.auth import bearer_guard
     from driftwarden.collector.ingest import router as ingest_router
 
     client, _, _ = populated_store(engine_dir)
-    app = create_app(client)  # the ingest router is already in; mount it guarded under a prefix to check
+    app = make_app(client)  # the ingest router is already in; mount it guarded under a prefix to check
     app.include_router(
         ingest_router, prefix="/guarded", dependencies=[Depends(bearer_guard("ingest-0123456789abcdef"))]
     )

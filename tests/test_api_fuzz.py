@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 
 from driftwarden.auth import TokenConfig
-from driftwarden.collector.hub_app import create_app
+from driftwarden.collector.hub_app import close_ingest, create_app
 from driftwarden.detectors.api import ApiSettings, create_router
 from tests.api_data import CURRENT, EMPTY, REFERENCE, populated_store
 
@@ -49,7 +49,9 @@ def _app(populated, cache_dir: Path):
 
 @pytest.fixture(scope="module")
 def app(engine_dir, tmp_path_factory):
-    return _app(populated_store(engine_dir), tmp_path_factory.mktemp("fuzz-reports"))
+    app = _app(populated_store(engine_dir), tmp_path_factory.mktemp("fuzz-reports"))
+    yield app
+    close_ingest(app)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,7 @@ def _described():
     """The app without a store: describing it needs none, so its document is read at collection."""
     app = create_app(None, ingest_token=INGEST_TOKEN)
     app.include_router(create_router(ApiSettings()))
+    close_ingest(app)  # its document needs no ingest running
     return app
 
 

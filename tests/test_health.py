@@ -123,11 +123,10 @@ def test_a_calendar_month_reference_is_named_by_its_month():
     assert reference_name(JAN, JAN + WEEK) == "the reference's"
 
 
-def test_the_models_list_and_the_top_of_the_model_page_show_the_state_and_the_reason(store):
+def test_the_models_list_and_the_top_of_the_model_page_show_the_state_and_the_reason(store, make_app):
     from fastapi.testclient import TestClient
 
     from driftwarden.auth import TokenConfig
-    from driftwarden.collector.hub_app import create_app
     from driftwarden.detectors.api import ApiSettings, create_router
     from tests.inference_rows import event, insert_events
 
@@ -137,7 +136,7 @@ def test_the_models_list_and_the_top_of_the_model_page_show_the_state_and_the_re
     _performance(store, "bikes", FEB + 2 * WEEK, 120.0)
     _drift(store, "bikes", FEB + WEEK, {"temp": (True, False)})
     _drift(store, "bikes", FEB + 2 * WEEK, {"temp": (True, True)})
-    app = create_app(store)
+    app = make_app(store)
     app.include_router(create_router(ApiSettings(tokens=[TokenConfig(name="ops", token="t" * 24)])))
     http = TestClient(app)
     auth = {"Authorization": f"Bearer {'t' * 24}"}

@@ -113,11 +113,10 @@ def test_an_alertmanager_that_does_not_answer_is_a_warning_within_the_timeout(st
 
 
 @pytest.mark.timeout(60)
-def test_the_model_page_and_the_list_show_the_alert_from_the_configured_alertmanager(store, alertmanager):
+def test_the_model_page_and_the_list_show_the_alert_from_the_configured_alertmanager(store, alertmanager, make_app):
     from fastapi.testclient import TestClient
 
     from driftwarden.auth import TokenConfig
-    from driftwarden.collector.hub_app import create_app
     from driftwarden.detectors.api import ApiSettings, create_router
     from tests.inference_rows import event, insert_events
 
@@ -125,7 +124,7 @@ def test_the_model_page_and_the_list_show_the_alert_from_the_configured_alertman
     _latency(store, "vans", 0.999)
     _post(alertmanager, alertname="LatencySLOBreach", model="vans", severity="critical")
     settings = ApiSettings(tokens=[TokenConfig(name="ops", token="t" * 24)], alertmanager_url=alertmanager)
-    app = create_app(store)
+    app = make_app(store)
     app.include_router(create_router(settings))
     http = TestClient(app)
     auth = {"Authorization": f"Bearer {'t' * 24}"}

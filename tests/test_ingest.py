@@ -19,7 +19,6 @@ from fastapi.testclient import TestClient
 from driftwarden.cli import main
 from driftwarden.collector.arrow import to_ipc, to_table
 from driftwarden.collector.event import Event
-from driftwarden.collector.hub_app import create_app
 from tests.conftest import run_cli
 from tests.hub_process import BodyLimitProxy, Hub, query_store
 
@@ -202,8 +201,8 @@ def test_bad_timestamps_and_unreadable_files_are_one_line_errors(bikes, tmp_path
 
 
 @pytest.fixture
-def hub(store) -> TestClient:
-    return TestClient(create_app(store))
+def hub(store, make_app) -> TestClient:
+    return TestClient(make_app(store))
 
 
 def _count(store, table: str = "inferences") -> int:

@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from driftwarden import storage
 from driftwarden.collector.arrow import from_ipc
 from driftwarden.collector.genai_config import GenAIConfig
-from driftwarden.collector.hub_app import close_ingest, create_app
+from driftwarden.collector.hub_app import create_app
 from driftwarden.collector.ingest_journal import IngestJournal, journal_directory
 from driftwarden.collector.metrics import REGISTRY
 from driftwarden.collector.receivers import otlp
@@ -119,7 +119,6 @@ def test_a_store_that_refuses_keeps_the_answered_calls_503_once_full_and_all_sto
         if renamed:
             client.command("RENAME TABLE inferences_away TO inferences")
         served.close()
-        close_ingest(app)
     assert stored(client, "journal-full")[1] == (len(answered) + 1) * SPANS
     assert not list((tmp_path / "journal").glob("segment-*")), "inserted segments are deleted"
 
@@ -205,7 +204,6 @@ def test_small_journaled_protobuf_exports_are_mapped_on_the_event_loop_the_other
         assert app.state.otlp_journal.wait_empty(30)
     finally:
         served.close()
-        close_ingest(app)
     for model, calls in (("plain", 310), ("content", 1), ("rejected", 1), ("json", 1), ("large", 20)):
         assert stored(client, f"inline-{model}") == (calls, calls), model
     assert metric("driftwarden_otlp_spans_total", outcome="stored") - stored_before == 333, "each span counted once"

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from driftwarden.auth import TokenConfig
 from driftwarden.collector import config as collector_config
 from driftwarden.collector.arrow import to_ipc
-from driftwarden.collector.hub_app import create_app
+from driftwarden.collector.hub_app import close_ingest, create_app
 from driftwarden.detectors.api import ApiSettings, create_router
 from driftwarden.detectors.config import parse
 from driftwarden.detectors.exporter import Exporter
@@ -118,8 +118,8 @@ def _count(client, table: str) -> int:
     return client.query(f"SELECT count() FROM {table}").result_rows[0][0]
 
 
-def test_the_hub_refuses_a_batch_with_one_bad_model_name_naming_the_row_and_inserts_nothing(store):
-    http = TestClient(create_app(store))
+def test_the_hub_refuses_a_batch_with_one_bad_model_name_naming_the_row_and_inserts_nothing(store, make_app):
+    http = TestClient(make_app(store))
     body = to_ipc(_events_table([HF, HF, "evil\r\nX-Injected: 1", HF]))
     response = http.post("/v1/events", content=body, headers={"content-type": "application/vnd.apache.arrow.stream"})
     assert response.status_code == 422
@@ -137,8 +137,8 @@ def test_the_hub_refuses_a_batch_with_one_bad_model_name_naming_the_row_and_inse
     assert stored == {HF, XSS}
 
 
-def test_the_hub_refuses_ground_truth_with_a_bad_model_name_naming_the_row_and_inserts_nothing(store):
-    http = TestClient(create_app(store))
+def test_the_hub_refuses_ground_truth_with_a_bad_model_name_naming_the_row_and_inserts_nothing(store, make_app):
+    http = TestClient(make_app(store))
     records = [
         {"event_id": str(uuid.uuid4()), "model": HF, "value": 1.0},
         {"event_id": str(uuid.uuid4()), "model": "x" * 257, "value": 2.0},
@@ -202,7 +202,8 @@ def http(named_store, tmp_path_factory):
         tokens=[TokenConfig(name="ops", token=TOKEN)], report_cache_dir=str(cache), report_sample_size=100
     )
     app.include_router(create_router(settings))
-    return TestClient(app)
+    yield TestClient(app)
+    close_ingest(app)
 
 
 def test_the_json_api_lists_the_names_as_they_were_sent(http):

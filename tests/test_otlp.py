@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from driftwarden import storage
 from driftwarden.auth import TokenConfig
 from driftwarden.collector.genai_config import GenAIConfig, ModelPrice
-from driftwarden.collector.hub_app import create_app
+from driftwarden.collector.hub_app import close_ingest, create_app
 from driftwarden.collector.metrics import REGISTRY
 from driftwarden.detectors.api import ApiSettings, create_router
 from tests.collector_harness import module_store_url
@@ -42,9 +42,10 @@ PRICES = {"llama-otlp": ModelPrice(input=0.5, output=2.0)}
 
 
 class Served:
-    """The hub app under uvicorn on 127.0.0.1:<free port>, in a thread."""
+    """The hub app under uvicorn on 127.0.0.1:<free port>, in a thread; :meth:`close` also closes its ingest."""
 
     def __init__(self, app) -> None:
+        self.app = app
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -57,8 +58,10 @@ class Served:
         assert self.server.started, "uvicorn did not start"
 
     def close(self) -> None:
+        """Stop the server, then the app's ingest threads (``close_ingest``), in ``driftwarden api``'s order."""
         self.server.should_exit = True
         self.thread.join(10)
+        close_ingest(self.app)
 
 
 def hub_app(client, **genai):

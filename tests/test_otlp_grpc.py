@@ -43,7 +43,6 @@ def hub(store_client):
     served.grpc = f"127.0.0.1:{start_otlp_grpc(app, '127.0.0.1:0')}"
     yield served
     served.close()
-    close_ingest(app)
 
 
 def call(address: str, body: bytes, token: str | None = TOKEN) -> ExportTraceServiceResponse:
@@ -245,11 +244,15 @@ def test_up_serves_otlp_grpc_when_genai_grpc_listen_is_set(engine_dir):
 
 
 def test_a_port_in_use_is_a_user_error_naming_the_setting_not_a_second_listener(store_client):
-    with socket.socket() as taken:  # someone else listens there; gRPC's SO_REUSEPORT would share it silently
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        server = OTLPGrpcServer(hub_app(store_client), f"127.0.0.1:{taken.getsockname()[1]}")
-        with pytest.raises(UserError) as refused:
-            server.start()
+    app = hub_app(store_client)
+    try:
+        with socket.socket() as taken:  # someone else listens there; gRPC's SO_REUSEPORT would share it silently
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            server = OTLPGrpcServer(app, f"127.0.0.1:{taken.getsockname()[1]}")
+            with pytest.raises(UserError) as refused:
+                server.start()
+    finally:
+        close_ingest(app)
     assert "cannot listen for OTLP/gRPC on 127.0.0.1:" in str(refused.value)
     assert "genai.grpc_listen" in str(refused.value) and "in use" in str(refused.value)

@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from driftwarden.auth import TokenConfig
-from driftwarden.collector.hub_app import create_app
+from driftwarden.collector.hub_app import close_ingest, create_app
 from driftwarden.detectors.api import ApiSettings, create_router
 from tests.api_data import CURRENT, REFERENCE, populated_store
 
@@ -70,6 +70,7 @@ def service(engine_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     server.should_exit = True
     thread.join(timeout=10)
     sock.close()
+    close_ingest(app)
 
 
 @pytest.fixture(scope="module")

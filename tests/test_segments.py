@@ -136,7 +136,7 @@ def _scored(store, model: str) -> None:
             store.insert_arrow("ground_truth", labels)
 
 
-def test_estimated_performance_per_segment_ranks_the_unsure_region_first_without_labels(store):
+def test_estimated_performance_per_segment_ranks_the_unsure_region_first_without_labels(store, make_app):
     from driftwarden.detectors.estimation.cbpe import fit_cbpe
 
     _scored(store, "cls")
@@ -160,7 +160,6 @@ def test_estimated_performance_per_segment_ranks_the_unsure_region_first_without
     from fastapi.testclient import TestClient
 
     from driftwarden.auth import TokenConfig
-    from driftwarden.collector.hub_app import create_app
     from driftwarden.detectors.api import ApiSettings, create_router
     from driftwarden.detectors.exporter import Exporter
 
@@ -171,7 +170,7 @@ def test_estimated_performance_per_segment_ranks_the_unsure_region_first_without
         "driftwarden_segment_degradation", {"model": "cls", "model_version": "", **labels}
     )
     assert value == pytest.approx(top.degradation)
-    app = create_app(store)
+    app = make_app(store)
     app.include_router(create_router(ApiSettings(tokens=[TokenConfig(name="ops", token="t" * 24)])))
     http = TestClient(app)
     auth = {"Authorization": f"Bearer {'t' * 24}"}

@@ -206,11 +206,10 @@ def test_the_reference_window_dates_the_change_of_topic(tweet_store):
     assert {"hillary", "makeamericagreatagain"} <= set(text.details["typical_words"]["current"])
 
 
-def test_the_json_api_and_the_model_page_show_the_words_that_drove_a_text_verdict(tweet_store):
+def test_the_json_api_and_the_model_page_show_the_words_that_drove_a_text_verdict(tweet_store, make_app):
     from fastapi.testclient import TestClient
 
     from driftwarden.auth import TokenConfig
-    from driftwarden.collector.hub_app import create_app
     from driftwarden.detectors.api import ApiSettings, create_router
     from driftwarden.detectors.drift import write_drift
 
@@ -218,7 +217,7 @@ def test_the_json_api_and_the_model_page_show_the_words_that_drove_a_text_verdic
         tweet_store, "tweets", Window.parse("2013-01-01..2014-01-01"), Window.parse("2016-01-01..2017-01-01")
     )
     write_drift(tweet_store, report)
-    app = create_app(tweet_store)
+    app = make_app(tweet_store)
     app.include_router(create_router(ApiSettings(tokens=[TokenConfig(name="ops", token="t" * 32)])))
     http = TestClient(app)
     auth = {"authorization": "Bearer " + "t" * 32}
