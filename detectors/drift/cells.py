@@ -379,8 +379,9 @@ def _merged_sorted(source: Source, current: Window, target: str) -> str:
 
     Each key is tagged ``2 (k + 2^39)`` on the reference side and one more on the current side, so that
     one sort of the tags orders the cells of both windows by key, a reference cell before the current
-    cell of the same key; every column is moved into that order by a sort on the same tags; a current
-    cell that follows the reference cell of its key (``dup``) is folded into it.
+    cell of the same key; the columns are moved into that order together, as one array of tuples sorted
+    by the same tags (one sort: a sort per column cost 0.15-0.2 s more on 500 features); a current cell
+    that follows the reference cell of its key (``dup``) is folded into it.
     """
 
     def folded(column: str) -> str:
@@ -403,13 +404,16 @@ def _merged_sorted(source: Source, current: Window, target: str) -> str:
                    arrayMap((a, b) -> intDiv(a, 2) = intDiv(b, 2), sorted_tags,
                             arrayPushFront(arrayPopBack(sorted_tags), -2)) AS dup,
                    arrayPushBack(arrayPopFront(dup), 0) AS dup_next,
-                   arraySort((x, t) -> t, arrayConcat(cr, arrayWithConstant(length(kc), toUInt64(0))), tags) AS cr_all,
-                   arraySort((x, t) -> t, arrayConcat(tr, arrayWithConstant(length(kc), toUInt64(0))), tags) AS tr_all,
-                   arraySort((x, t) -> t, arrayConcat(lo_r, arrayWithConstant(length(kc), inf)), tags) AS lo_r_all,
-                   arraySort((x, t) -> t, arrayConcat(hi_r, arrayWithConstant(length(kc), -inf)), tags) AS hi_r_all,
-                   arraySort((x, t) -> t, arrayConcat(arrayWithConstant(length(kr), toUInt64(0)), cc), tags) AS cc_all,
-                   arraySort((x, t) -> t, arrayConcat(arrayWithConstant(length(kr), toUInt64(0)), tc), tags) AS tc_all,
-                   arraySort((x, t) -> t, arrayConcat(arrayWithConstant(length(kr), inf), lo_c), tags) AS lo_c_all
+                   arraySort((x, t) -> t, arrayZip(
+                       arrayConcat(cr, arrayWithConstant(length(kc), toUInt64(0))),
+                       arrayConcat(tr, arrayWithConstant(length(kc), toUInt64(0))),
+                       arrayConcat(lo_r, arrayWithConstant(length(kc), inf)),
+                       arrayConcat(hi_r, arrayWithConstant(length(kc), -inf)),
+                       arrayConcat(arrayWithConstant(length(kr), toUInt64(0)), cc),
+                       arrayConcat(arrayWithConstant(length(kr), toUInt64(0)), tc),
+                       arrayConcat(arrayWithConstant(length(kr), inf), lo_c)), tags) AS moved,
+                   moved.1 AS cr_all, moved.2 AS tr_all, moved.3 AS lo_r_all, moved.4 AS hi_r_all,
+                   moved.5 AS cc_all, moved.6 AS tc_all, moved.7 AS lo_c_all
             FROM ({_reference_cell_arrays()}) AS reference
             INNER JOIN (
                 SELECT f, keys AS kc, counts AS cc, ticks AS tc, los AS lo_c
